@@ -1,0 +1,37 @@
+# Two commands a newcomer needs: `make serve` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+# Where the default model is built and exported (ignored by git).
+DEFAULT_MODEL_DIR ?= models/default-reranker
+DEFAULT_ARTIFACT_DIR ?= artifacts/default-reranker
+PORT ?= 3000
+
+.PHONY: venv test serve default-artifact bench bench-quick clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[cpu,export,test,bench]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+default-artifact: $(STAMP)
+	$(BIN)/slipstream build-default --model-dir $(DEFAULT_MODEL_DIR) --artifact-dir $(DEFAULT_ARTIFACT_DIR)
+
+serve: default-artifact
+	$(BIN)/slipstream serve $(DEFAULT_ARTIFACT_DIR) --port $(PORT)
+
+bench: default-artifact
+	$(BIN)/slipstream bench --artifact $(DEFAULT_ARTIFACT_DIR)
+
+bench-quick: default-artifact
+	$(BIN)/slipstream bench --quick --artifact $(DEFAULT_ARTIFACT_DIR)
+
+clean:
+	rm -rf $(VENV) artifacts models .pytest_cache
