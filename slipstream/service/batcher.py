@@ -1,0 +1,351 @@
+"""The length-bucketed dynamic batcher: requests in, engine batches out.
+
+No HTTP here: any front end (the Litestar app, tests, a benchmark) calls
+`Batcher.infer(encoded_items)` on an asyncio loop and gets one logits row per
+item, in order.
+
+How work flows:
+- `submit` (on the event loop) checks backpressure (queued tokens), puts each
+  item into the queue of its length bucket and wakes the scheduler.
+- The scheduler task takes a batch (see `scheduling.py` for the rule) the
+  moment the engine is free, and runs it in the engine's own thread (one
+  caller at a time per engine): padding with numpy, then `engine.run`.
+  Meanwhile the loop keeps accepting and tokenizing the next requests.
+- Results are scattered back into each request's output array; a request's
+  future completes when its last item has run.
+- An item whose request was cancelled (client gone) or whose deadline passed
+  is dropped before it reaches the engine, and counted.
+- An engine exception fails the requests in that batch only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from slipstream.engines.base import Engine
+from slipstream.service.errors import (
+    DeadlineExceeded,
+    EngineFailure,
+    PayloadTooLarge,
+    QueueFull,
+    Unavailable,
+)
+from slipstream.service.scheduling import BucketQueues
+from slipstream.service.tokenization import EncodedItems
+
+Logits = npt.NDArray[np.float32]
+
+
+class BatcherMetrics(Protocol):
+    """What the batcher reports; `metrics.GroupMetrics` sends it to Prometheus."""
+
+    def batch_ran(self, edge: int, items: int, real_tokens: int, seconds: float) -> None: ...
+    def queue_waited(self, seconds: float) -> None: ...
+    def queue_depth(self, items: int, tokens: int) -> None: ...
+    def dropped(self, reason: str, items: int) -> None: ...
+    def rejected(self, reason: str) -> None: ...
+    def engine_failed(self) -> None: ...
+
+
+class NullMetrics:
+    def batch_ran(self, edge: int, items: int, real_tokens: int, seconds: float) -> None: ...
+    def queue_waited(self, seconds: float) -> None: ...
+    def queue_depth(self, items: int, tokens: int) -> None: ...
+    def dropped(self, reason: str, items: int) -> None: ...
+    def rejected(self, reason: str) -> None: ...
+    def engine_failed(self) -> None: ...
+
+
+class PendingRequest:
+    """One submitted request: its items' results fill `logits` row by row."""
+
+    __slots__ = (
+        "future", "encoded", "logits", "remaining", "deadline", "started",
+        "enqueued_at", "queue_wait_s", "inference_s", "last_batch", "deadline_timer",
+    )
+
+    def __init__(self, future: asyncio.Future[Logits], encoded: EncodedItems, num_labels: int,
+                 enqueued_at: float, deadline: float | None) -> None:
+        self.future = future
+        self.encoded = encoded
+        self.logits: Logits = np.empty((len(encoded), num_labels), dtype=np.float32)
+        self.remaining = len(encoded)
+        self.deadline = deadline
+        self.started = False
+        self.enqueued_at = enqueued_at
+        self.queue_wait_s = 0.0  # until its first item started running
+        self.inference_s = 0.0  # engine time of the batches it was part of
+        self.last_batch = -1
+        self.deadline_timer: asyncio.TimerHandle | None = None
+
+
+class QueuedItem:
+    __slots__ = ("request", "index", "length", "enqueued_at")
+
+    def __init__(self, request: PendingRequest, index: int, length: int, enqueued_at: float) -> None:
+        self.request = request
+        self.index = index
+        self.length = length
+        self.enqueued_at = enqueued_at
+
+
+def _is_dead(item: QueuedItem) -> bool:
+    # Done before it ran means cancelled, failed by another batch, or timed out.
+    return item.request.future.done()
+
+
+def pad_batch(
+    items: list[QueuedItem], length: int, pad_token_id: int, with_type_ids: bool
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64] | None]:
+    """(input_ids, attention_mask, token_type_ids) of shape [len(items), length]."""
+    lengths = np.fromiter((item.length for item in items), dtype=np.int64, count=len(items))
+    # Where each real token goes: row i, columns [0, lengths[i]).
+    mask = np.arange(length, dtype=np.int64)[None, :] < lengths[:, None]
+    pieces = [
+        item.request.encoded.ids[item.request.encoded.offsets[item.index]:
+                                 item.request.encoded.offsets[item.index + 1]]
+        for item in items
+    ]
+    input_ids = np.full((len(items), length), pad_token_id, dtype=np.int64)
+    input_ids[mask] = np.concatenate(pieces)
+    token_type_ids = None
+    if with_type_ids:
+        type_pieces = [
+            item.request.encoded.type_ids[item.request.encoded.offsets[item.index]:  # type: ignore[index]
+                                          item.request.encoded.offsets[item.index + 1]]
+            for item in items
+        ]
+        token_type_ids = np.zeros((len(items), length), dtype=np.int64)
+        token_type_ids[mask] = np.concatenate(type_pieces)
+    return input_ids, mask.astype(np.int64), token_type_ids
+
+
+class Batcher:
+    """Batches one engine's work. Create, `await start()`, `infer(...)`, `await close()`."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        edges: list[int],
+        max_batch_size: int,
+        max_batch_tokens: int | None,
+        batch_duration_millis: float,
+        max_queue_tokens: int,
+        pad_token_id: int,
+        metrics: BatcherMetrics | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+        name: str = "engine",
+    ) -> None:
+        self.engine = engine
+        self.name = name
+        self.max_queue_tokens = max_queue_tokens
+        self.pad_token_id = pad_token_id
+        self.with_type_ids = "token_type_ids" in engine.input_names
+        self.num_labels = engine.num_labels
+        self.queues: BucketQueues[QueuedItem] = BucketQueues(
+            edges,
+            max_batch_size=max_batch_size,
+            max_batch_tokens=max_batch_tokens,
+            max_wait_s=batch_duration_millis / 1000.0,
+        )
+        self.metrics: BatcherMetrics = metrics or NullMetrics()
+        self.clock = clock
+        # Plain counters (tests and /info read them; Prometheus gets the same via metrics).
+        self.items_computed = 0
+        self.batches_run = 0
+        self.dropped: Counter[str] = Counter()
+        self._engine_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"engine-{name}")
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+        self._tokens_per_s = 0.0  # moving average, for Retry-After
+
+    # -- lifecycle -------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._schedule(), name=f"batcher-{self.name}")
+
+    async def warmup(self, shapes: list[tuple[int, int]]) -> None:
+        """Run the engine's warm-up in its own thread (the loop stays responsive)."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._engine_thread, self.engine.warmup, shapes)
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    def stop_admitting(self) -> None:
+        self._closing = True
+
+    async def close(self, timeout_s: float) -> None:
+        """Stop admitting, let queued work finish within `timeout_s`, fail the rest with 503."""
+        self._closing = True
+        self._wakeup.set()
+        try:
+            await asyncio.wait_for(self._drained(), timeout_s)
+        except TimeoutError:
+            leftovers = self.queues.drain()
+            self._fail_items(leftovers, Unavailable("the service shut down before this ran"))
+            self.metrics.dropped("shutdown", len(leftovers))
+            self.dropped["shutdown"] += len(leftovers)
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        self._engine_thread.shutdown(wait=False, cancel_futures=True)
+
+    async def _drained(self) -> None:
+        while self.queues.items or not self._idle.is_set():
+            await asyncio.sleep(0.005)
+
+    # -- admission -------------------------------------------------------
+
+    def retry_after_s(self) -> int:
+        if self._tokens_per_s <= 0:
+            return 1
+        return int(min(60, max(1, math.ceil(self.queues.tokens / self._tokens_per_s))))
+
+    def submit(self, encoded: EncodedItems, *, timeout_s: float | None = None) -> PendingRequest:
+        """Queue a request's items; raise QueueFull, PayloadTooLarge or Unavailable at once."""
+        if self._closing:
+            self.metrics.rejected("shutting_down")
+            raise Unavailable("the service is shutting down")
+        tokens = encoded.total_tokens
+        if tokens > self.max_queue_tokens:
+            self.metrics.rejected("too_large")
+            raise PayloadTooLarge(
+                f"the request has {tokens} tokens; this consumer group queues at most {self.max_queue_tokens}"
+            )
+        if self.queues.tokens + tokens > self.max_queue_tokens:
+            self.metrics.rejected("queue_full")
+            retry = self.retry_after_s()
+            raise QueueFull(
+                f"the queue is full ({self.queues.tokens} tokens queued); retry in {retry} s",
+                retry_after_s=retry,
+            )
+        loop = asyncio.get_running_loop()
+        now = self.clock()
+        deadline = None if timeout_s is None else now + timeout_s
+        request = PendingRequest(loop.create_future(), encoded, self.num_labels, now, deadline)
+        if timeout_s is not None:
+            request.deadline_timer = loop.call_later(timeout_s, self._expire, request)
+        buckets = self.queues.buckets_of(encoded.lengths).tolist()
+        lengths = encoded.lengths.tolist()
+        for index, (bucket, length) in enumerate(zip(buckets, lengths, strict=True)):
+            self.queues.push(bucket, QueuedItem(request, index, length, now))
+        self.metrics.queue_depth(self.queues.items, self.queues.tokens)
+        self._wakeup.set()
+        return request
+
+    async def infer(self, encoded: EncodedItems, *, timeout_s: float | None = None) -> Logits:
+        """Logits [len(encoded), num_labels] for the items, in order."""
+        request = self.submit(encoded, timeout_s=timeout_s)
+        return await request.future
+
+    def _expire(self, request: PendingRequest) -> None:
+        # A deadline only fails a request none of whose work has started.
+        if not request.started and not request.future.done():
+            request.future.set_exception(DeadlineExceeded("the deadline passed before the work ran"))
+
+    # -- scheduling ------------------------------------------------------
+
+    async def _schedule(self) -> None:
+        loop = asyncio.get_running_loop()
+        batch_number = 0
+        while True:
+            if not self.queues.items:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            selection = self.queues.pop_batch(self.clock(), _is_dead)
+            if selection is None:
+                continue
+            bucket, items, dropped = selection
+            if dropped:
+                self._count_drops(dropped)
+            if not items:
+                self.metrics.queue_depth(self.queues.items, self.queues.tokens)
+                continue
+            batch_number += 1
+            await self._run_batch(loop, batch_number, self.queues.edges[bucket], items)
+
+    def _count_drops(self, dropped: list[QueuedItem]) -> None:
+        for item in dropped:
+            exc = item.request.future.exception() if not item.request.future.cancelled() else None
+            reason = "cancelled" if exc is None else ("deadline" if isinstance(exc, DeadlineExceeded) else "failed")
+            self.dropped[reason] += 1
+            self.metrics.dropped(reason, 1)
+
+    async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch_number: int, edge: int,
+                         items: list[QueuedItem]) -> None:
+        self._idle.clear()
+        started_at = self.clock()
+        for item in items:
+            request = item.request
+            if not request.started:
+                request.started = True
+                request.queue_wait_s = started_at - request.enqueued_at
+                self.metrics.queue_waited(request.queue_wait_s)
+                if request.deadline_timer is not None:
+                    request.deadline_timer.cancel()
+        self.metrics.queue_depth(self.queues.items, self.queues.tokens)
+        try:
+            logits = await loop.run_in_executor(self._engine_thread, self._execute, items, edge)
+        except Exception as exc:  # the engine failed: only this batch's requests see it
+            self.metrics.engine_failed()
+            self._fail_items(items, EngineFailure(f"the engine failed on the batch this request was in: {exc}"))
+            return
+        finally:
+            self._idle.set()
+        seconds = self.clock() - started_at
+        real_tokens = sum(item.length for item in items)
+        self.items_computed += len(items)
+        self.batches_run += 1
+        self.metrics.batch_ran(edge, len(items), real_tokens, seconds)
+        if seconds > 0:
+            rate = real_tokens / seconds
+            self._tokens_per_s = rate if self._tokens_per_s == 0 else 0.8 * self._tokens_per_s + 0.2 * rate
+        self._scatter(items, logits, batch_number, seconds)
+
+    def _execute(self, items: list[QueuedItem], edge: int) -> Logits:
+        """In the engine thread: pad and run."""
+        input_ids, attention_mask, token_type_ids = pad_batch(items, edge, self.pad_token_id, self.with_type_ids)
+        logits = self.engine.run(input_ids, attention_mask, token_type_ids)
+        if logits.shape != (len(items), self.num_labels):
+            raise RuntimeError(f"engine returned logits of shape {logits.shape}, expected {(len(items), self.num_labels)}")
+        return logits
+
+    @staticmethod
+    def _scatter(items: list[QueuedItem], logits: Logits, batch_number: int, seconds: float) -> None:
+        for row, item in enumerate(items):
+            request = item.request
+            if request.future.done():  # cancelled while its batch ran
+                continue
+            request.logits[item.index] = logits[row]
+            if request.last_batch != batch_number:
+                request.last_batch = batch_number
+                request.inference_s += seconds
+            request.remaining -= 1
+            if request.remaining == 0:
+                request.future.set_result(request.logits)
+
+    @staticmethod
+    def _fail_items(items: list[QueuedItem], error: Exception) -> None:
+        for item in items:
+            if not item.request.future.done():
+                item.request.future.set_exception(error)

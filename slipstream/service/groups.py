@@ -1,0 +1,171 @@
+"""A consumer group: one artifact's manifest, tokenizer, engine and batcher.
+
+`ModelGroup.score` is the whole path of one request below HTTP: tokenize in
+a worker thread, queue in the batcher, return logits in input order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from slipstream.engines.base import Engine, EngineDescription
+from slipstream.manifest import Manifest, load_manifest
+from slipstream.service.batcher import Batcher, BatcherMetrics
+from slipstream.service.config import ConfigError, GroupSettings
+from slipstream.service.errors import InvalidInput, PayloadTooLarge
+from slipstream.service.inputs import Item
+from slipstream.service.metrics import GroupMetrics
+from slipstream.service.tokenization import EmptyInput, InputTooLong, TextEncoder, TruncationDirection
+
+Logits = npt.NDArray[np.float32]
+# Builds the engine of a group; the default loads it with `slipstream.engines`.
+EngineFactory = Callable[[GroupSettings, Manifest], Engine]
+
+
+@dataclass(frozen=True, slots=True)
+class Scored:
+    logits: Logits  # [items, num_labels], in input order
+    tokenization_s: float
+    queue_s: float
+    inference_s: float
+
+
+def load_engine_for(settings: GroupSettings, manifest: Manifest) -> Engine:
+    """The engines stage's loader, given this group's device, variant and engine settings."""
+    from slipstream.engines import load_engine  # heavy: onnxruntime
+
+    return load_engine(settings.artifact, device=settings.device, variant=settings.variant)
+
+
+def bucket_edges(configured: list[int] | None, engine_edges: list[int], max_length: int) -> list[int]:
+    """The configured edges or the engine's, capped at the model's maximum, which is always the last."""
+    edges = sorted({e for e in (configured or engine_edges) if 0 < e < max_length})
+    return [*edges, max_length]
+
+
+def reader_id_for(group: str, manifest: Manifest, variant: str) -> str:
+    """Stable across restarts for the same model file: group name + model hash prefix."""
+    digest = manifest.variants[variant].sha256[:12] if variant in manifest.variants else "model"
+    return f"{group}-{digest}"
+
+
+class ModelGroup:
+    def __init__(
+        self,
+        name: str,
+        settings: GroupSettings,
+        manifest: Manifest,
+        engine: Engine,
+        *,
+        tokenizer_executor: Executor,
+        metrics: GroupMetrics | None = None,
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self.manifest = manifest
+        self.engine = engine
+        self.description: EngineDescription = engine.describe()
+        self.reader_id = reader_id_for(name, manifest, self.description.variant)
+        self.metrics = metrics
+        self._tokenizer_executor = tokenizer_executor
+        self.encoder = TextEncoder(
+            Path(settings.artifact) / manifest.tokenizer.file,
+            max_length=manifest.max_sequence_length,
+            uses_token_type_ids="token_type_ids" in engine.input_names,
+            pair_truncation=manifest.tokenizer.pair_truncation,
+        )
+        self.edges = bucket_edges(settings.buckets, engine.buckets, manifest.max_sequence_length)
+        max_batch_size = settings.max_batch_size or engine.max_batch_size
+        if max_batch_size > engine.max_batch_size:
+            raise ConfigError(
+                f"group {name!r}: max_batch_size {max_batch_size} is above the engine's "
+                f"{engine.max_batch_size}"
+            )
+        self.max_batch_size = max_batch_size
+        batcher_metrics: BatcherMetrics | None = metrics
+        self.batcher = Batcher(
+            engine,
+            edges=self.edges,
+            max_batch_size=max_batch_size,
+            max_batch_tokens=settings.max_batch_tokens,
+            batch_duration_millis=settings.batch_duration_millis,
+            max_queue_tokens=settings.max_queue_tokens,
+            pad_token_id=manifest.tokenizer.pad_token_id,
+            metrics=batcher_metrics,
+            name=name,
+        )
+        self.ready = False
+
+    @classmethod
+    def load(
+        cls,
+        name: str,
+        settings: GroupSettings,
+        *,
+        tokenizer_executor: Executor,
+        metrics: GroupMetrics | None = None,
+        engine_factory: EngineFactory = load_engine_for,
+    ) -> ModelGroup:
+        manifest = load_manifest(settings.artifact)
+        engine = engine_factory(settings, manifest)
+        return cls(name, settings, manifest, engine, tokenizer_executor=tokenizer_executor, metrics=metrics)
+
+    def warmup_shapes(self) -> list[tuple[int, int]]:
+        """Every bucket at batch 1 and at its largest batch."""
+        shapes = []
+        for bucket, edge in enumerate(self.edges):
+            shapes.append((1, edge))
+            capacity = self.batcher.queues.capacity(bucket)
+            if capacity > 1:
+                shapes.append((capacity, edge))
+        return shapes
+
+    async def start(self) -> None:
+        await self.batcher.start()
+
+    async def warmup(self) -> None:
+        await self.batcher.warmup(self.warmup_shapes())
+        self.ready = True
+
+    async def score(
+        self,
+        items: list[Item],
+        *,
+        truncate: bool | None,
+        direction: TruncationDirection = "right",
+        timeout_s: float | None = None,
+    ) -> Scored:
+        if len(items) > self.settings.max_items_per_request:
+            raise PayloadTooLarge(
+                f"{len(items)} inputs in one request; this consumer group takes at most "
+                f"{self.settings.max_items_per_request}"
+            )
+        do_truncate = self.settings.truncate if truncate is None else truncate
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        try:
+            encoded = await loop.run_in_executor(
+                self._tokenizer_executor,
+                lambda: self.encoder.encode(items, truncate=do_truncate, direction=direction),  # type: ignore[arg-type]
+            )
+        except (InputTooLong, EmptyInput) as exc:
+            raise InvalidInput(str(exc)) from None
+        except TypeError as exc:  # the tokenizer refused an input's type
+            raise InvalidInput(f"an input could not be tokenized: {exc}") from None
+        tokenization_s = time.perf_counter() - started
+        if self.metrics is not None:
+            self.metrics.tokenization.observe(tokenization_s)
+        request = self.batcher.submit(encoded, timeout_s=timeout_s)
+        logits = await request.future
+        return Scored(logits, tokenization_s, request.queue_wait_s, request.inference_s)
+
+    def tokens(self, text: str) -> list[str]:
+        return self.encoder.tokens(text)
