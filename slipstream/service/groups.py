@@ -82,6 +82,11 @@ class ModelGroup:
             uses_token_type_ids="token_type_ids" in engine.input_names,
             pair_truncation=manifest.tokenizer.pair_truncation,
         )
+        if engine.num_labels != manifest.num_labels:
+            raise ConfigError(
+                f"group {name!r}: the engine has {engine.num_labels} outputs but the manifest "
+                f"{manifest.num_labels} labels; the artifact is inconsistent, export it again"
+            )
         self.edges = bucket_edges(settings.buckets, engine.buckets, manifest.max_sequence_length)
         max_batch_size = settings.max_batch_size or engine.max_batch_size
         if max_batch_size > engine.max_batch_size:
@@ -132,6 +137,12 @@ class ModelGroup:
         await self.batcher.start()
 
     async def warmup(self) -> None:
+        # The tokenizer's first call pays one-off set-up costs; pay them here.
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(
+            self._tokenizer_executor,
+            lambda: self.encoder.encode([("warm up", "the tokenizer")], truncate=True),
+        )
         await self.batcher.warmup(self.warmup_shapes())
         self.ready = True
 

@@ -47,7 +47,7 @@ class ClassifyRequest(msgspec.Struct, kw_only=True):
 
 class ClassifyResponse(msgspec.Struct, kw_only=True, omit_defaults=True):
     result: Annotated[
-        list[float] | list[list[float]],
+        list[float | list[float]],
         _doc("One score list (one score per label) for a string input; a list of them for a list."),
     ]
     labels: Annotated[list[str] | None, _doc("Label names, in score order (return_labels).")] = None

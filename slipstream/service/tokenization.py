@@ -52,12 +52,17 @@ def _flatten(encodings: list[Encoding], with_type_ids: bool) -> EncodedItems:
     offsets = np.zeros(count + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     total = int(offsets[-1])
-    ids = np.fromiter(chain.from_iterable(e.ids for e in encodings), dtype=np.int64, count=total)
     type_ids = None
-    if with_type_ids:
-        type_ids = np.fromiter(
-            chain.from_iterable(e.type_ids for e in encodings), dtype=np.int64, count=total
-        )
+    if count == 1:  # the common single-text request: skip the chaining machinery
+        ids = np.array(encodings[0].ids, dtype=np.int64)
+        if with_type_ids:
+            type_ids = np.array(encodings[0].type_ids, dtype=np.int64)
+    else:
+        ids = np.fromiter(chain.from_iterable(e.ids for e in encodings), dtype=np.int64, count=total)
+        if with_type_ids:
+            type_ids = np.fromiter(
+                chain.from_iterable(e.type_ids for e in encodings), dtype=np.int64, count=total
+            )
     return EncodedItems(ids=ids, type_ids=type_ids, lengths=lengths, offsets=offsets)
 
 
@@ -127,7 +132,10 @@ class TextEncoder:
     def _encode_truncated(
         self, inputs: list[str] | list[tuple[str, str]], direction: TruncationDirection
     ) -> list[Encoding]:
-        primary = self._truncating[(direction, self._pair_truncation)]
+        # The pair strategy applies to pairs; `only_second` would refuse a lone text.
+        has_pairs = any(not isinstance(item, str) for item in inputs)
+        strategy = self._pair_truncation if has_pairs else "longest_first"
+        primary = self._truncating[(direction, strategy)]
         try:
             return primary.encode_batch_fast(inputs)
         except Exception:

@@ -13,13 +13,16 @@ from slipstream.engines.base import EngineDescription
 class RecordingEngine:
     """Logits that depend only on each row's real tokens, so padding or swapped rows show.
 
-    Row logits: [sum of ids * (1 + token_type), number of real tokens, first id].
+    Row logits: [sum of ids * (1 + token_type), number of real tokens, first id] with three
+    labels; with one label, that sum folded into [-5, 5) so a sigmoid does not saturate.
     Records every batch's shape and which ids it saw; `delay_s` simulates work;
     `fail_on_id` makes a batch containing that token id raise.
     """
 
     def __init__(self, buckets: list[int], max_batch_size: int = 8, delay_s: float = 0.0,
-                 fail_on_id: int | None = None, with_type_ids: bool = True) -> None:
+                 fail_on_id: int | None = None, with_type_ids: bool = True, num_labels: int = 3) -> None:
+        assert num_labels in (1, 3)
+        self._num_labels = num_labels
         self._buckets = buckets
         self._max_batch_size = max_batch_size
         self.delay_s = delay_s
@@ -36,7 +39,7 @@ class RecordingEngine:
 
     @property
     def num_labels(self) -> int:
-        return 3
+        return self._num_labels
 
     @property
     def buckets(self) -> list[int]:
@@ -47,9 +50,13 @@ class RecordingEngine:
         return self._max_batch_size
 
     @staticmethod
-    def reference(ids: np.ndarray, type_ids: np.ndarray | None = None) -> np.ndarray:
+    def reference(ids: np.ndarray, type_ids: np.ndarray | None = None, num_labels: int = 3) -> np.ndarray:
+        """The logits of one unpadded input."""
         weights = 1 + (type_ids if type_ids is not None else 0)
-        return np.array([float((ids * weights).sum()), float(len(ids)), float(ids[0])], dtype=np.float32)
+        total = float((ids * weights).sum())
+        if num_labels == 1:
+            return np.array([(total % 997) / 100 - 5], dtype=np.float32)
+        return np.array([total, float(len(ids)), float(ids[0])], dtype=np.float32)
 
     def run(self, input_ids, attention_mask, token_type_ids=None):
         with self._lock:
@@ -62,10 +69,10 @@ class RecordingEngine:
             if self.delay_s:
                 time.sleep(self.delay_s)
             weights = 1 + (token_type_ids if token_type_ids is not None else 0)
-            masked = input_ids * attention_mask * weights
-            return np.stack(
-                [masked.sum(1), attention_mask.sum(1), input_ids[:, 0]], axis=1
-            ).astype(np.float32)
+            totals = (input_ids * attention_mask * weights).sum(1)
+            if self._num_labels == 1:
+                return ((totals % 997) / 100 - 5).astype(np.float32)[:, None]
+            return np.stack([totals, attention_mask.sum(1), input_ids[:, 0]], axis=1).astype(np.float32)
         finally:
             with self._lock:
                 self.concurrent_runs -= 1
