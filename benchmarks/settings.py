@@ -1,0 +1,119 @@
+"""What a benchmark run measures: profiles (quick, full) and server configurations."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from benchmarks.workloads import RerankSpec, SingleTextSpec
+
+
+class ServerConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """One server under test. Slipstream settings go through its SLIPSTREAM_* variables."""
+
+    name: str  # short id used in files and tables
+    label: str  # what the tables and plots call it
+    kind: Literal["slipstream", "pipeline"]
+    description: str
+    env: dict[str, str] = {}
+    # Closed-loop concurrencies and open-loop rate fractions for this config
+    # (None: the profile's). Baselines get fewer points to keep the run short.
+    concurrencies: list[int] | None = None
+    rate_fractions: list[float] | None = None
+    rerank: bool = False  # also run the rerank workload against it
+    idle: bool = False  # also measure idle latency (sequential requests)
+
+
+class Profile(msgspec.Struct, frozen=True, kw_only=True):
+    name: Literal["quick", "full"]
+    single: SingleTextSpec
+    rerank: RerankSpec
+    warmup_s: float
+    duration_s: float
+    concurrencies: list[int]  # closed loop, single texts
+    # Open-loop Poisson rates as fractions of the config's best closed-loop
+    # throughput: below, at and past saturation.
+    rate_fractions: list[float]
+    rerank_concurrencies: list[int]
+    idle_requests: int
+    # The concurrency at which served and offline throughput are compared (the service issue's 32).
+    compare_concurrency: int = 32
+    slo_p99_ms: float = 100.0
+    offline_batch_size: int = 8
+    offline_max_seconds: float = 30.0
+    ready_timeout_s: float = 600.0
+
+
+FULL = Profile(
+    name="full",
+    single=SingleTextSpec(count=2000),
+    rerank=RerankSpec(count=120),
+    warmup_s=2.0,
+    duration_s=8.0,
+    concurrencies=[1, 4, 16, 32, 64],
+    rate_fractions=[0.2, 0.4, 0.6, 0.75, 0.9, 1.0, 1.2],
+    rerank_concurrencies=[1, 4, 16],
+    idle_requests=200,
+)
+
+QUICK = Profile(
+    name="quick",
+    single=SingleTextSpec(count=300),
+    rerank=RerankSpec(count=20),
+    warmup_s=0.5,
+    duration_s=2.0,
+    concurrencies=[1, 32],
+    rate_fractions=[0.5, 1.2],
+    rerank_concurrencies=[4],
+    idle_requests=30,
+    offline_max_seconds=5.0,
+    ready_timeout_s=180.0,
+)
+
+
+def server_configs(profile: Profile, include_pipeline: bool) -> list[ServerConfig]:
+    few_rates = [0.3, 0.6, 0.9, 1.2] if profile.name == "full" else [1.2]
+    few_concurrencies = [1, profile.compare_concurrency]
+    configs = [
+        ServerConfig(
+            name="slipstream",
+            label="Slipstream",
+            kind="slipstream",
+            description="length-bucketed dynamic batching, default settings",
+            rerank=True,
+            idle=True,
+        ),
+        ServerConfig(
+            name="slipstream-batch1",
+            label="Slipstream, batching off",
+            kind="slipstream",
+            description="max_batch_size=1: every request runs alone, padded to its bucket",
+            env={"SLIPSTREAM_MAX_BATCH_SIZE": "1"},
+            concurrencies=few_concurrencies,
+            rate_fractions=few_rates,
+        ),
+        ServerConfig(
+            name="slipstream-one-bucket",
+            label="Slipstream, one bucket",
+            kind="slipstream",
+            description="a single length bucket at the model's maximum: batching without length buckets",
+            # SLIPSTREAM_BUCKETS is filled in with the model's maximum length at run time.
+            env={"SLIPSTREAM_BUCKETS": "max"},
+            concurrencies=few_concurrencies,
+            rate_fractions=few_rates,
+        ),
+    ]
+    if include_pipeline:
+        configs.append(
+            ServerConfig(
+                name="pipeline",
+                label="transformers pipeline (PyTorch)",
+                kind="pipeline",
+                description='transformers pipeline("text-classification") in PyTorch behind Litestar, one request at a time',
+                concurrencies=few_concurrencies,
+                rate_fractions=few_rates,
+                rerank=True,
+            )
+        )
+    return configs

@@ -1,0 +1,418 @@
+"""The benchmark run: workloads, offline ceiling, every server config, the summary.
+
+One process drives; each server under test and each load point's generator
+run as subprocesses. The server's /metrics is scraped around every point so
+batch sizes and padding belong to that point's load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+from tqdm import tqdm
+
+from benchmarks import environment, server_metrics
+from benchmarks.http_client import fetch
+from benchmarks.loadgen import LoadPlan, Point, PointResult
+from benchmarks.servers import ServerError, free_port, pipeline_server_command, running_server
+from benchmarks.settings import Profile, ServerConfig, server_configs
+from benchmarks.workloads import Workload, length_histogram, rerank_requests, single_texts, token_lengths
+from slipstream.manifest import TOKENIZER_FILE, load_manifest
+
+
+class WorkloadSummary(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    fingerprint: str
+    spec: dict[str, Any]
+    requests: int
+    sequences: int
+    tokens_mean: float
+    tokens_p50: float
+    tokens_p90: float
+    tokens_p99: float
+    tokens_max: int
+    token_histogram: dict[str, int]  # tokens per sequence, special tokens included, after truncation
+
+
+class PointRecord(msgspec.Struct, frozen=True, kw_only=True):
+    config: str
+    workload: str
+    result: PointResult
+    server: server_metrics.ServerMetrics | None
+
+
+class ConfigRun(msgspec.Struct, kw_only=True):
+    config: ServerConfig
+    startup_s: float | None = None
+    info: dict[str, Any] | None = None  # the server's /info, when it has one
+    points: list[PointRecord] = []
+    error: str | None = None
+
+
+class ModelInfo(msgspec.Struct, frozen=True, kw_only=True):
+    artifact: str
+    model_dir: str | None
+    source: str
+    architecture: str
+    num_labels: int
+    max_sequence_length: int
+    variants: list[str]
+
+
+class ConfigSummary(msgspec.Struct, frozen=True, kw_only=True):
+    config: str
+    label: str
+    throughput_at_slo_rps: float | None  # best open-loop rate meeting the SLO with no errors
+    peak_rps: float | None  # best achieved, any point
+    rps_at_compare_concurrency: float | None
+    idle_p50_ms: float | None
+    mean_batch_size_at_compare: float | None
+    padding_efficiency: float | None  # over the whole single-text sweep
+    rerank_peak_pairs_per_s: float | None
+
+
+class Summary(msgspec.Struct, frozen=True, kw_only=True):
+    slo_p99_ms: float
+    configs: list[ConfigSummary]
+    # Slipstream / baseline ratios, measured in this run.
+    ratios: dict[str, float | None]
+    # The service issue's targets: measured value, target, whether it was met.
+    targets: dict[str, dict[str, Any]]
+
+
+class BenchReport(msgspec.Struct, kw_only=True):
+    started_at: str
+    finished_at: str = ""
+    duration_s: float = 0.0
+    profile: Profile
+    environment: environment.Environment
+    model: ModelInfo
+    workloads: list[WorkloadSummary]
+    offline: dict[str, Any] | None = None
+    runs: list[ConfigRun] = []
+    summary: Summary | None = None
+    notes: list[str] = []
+
+
+def summarize_workload(workload: Workload, lengths: np.ndarray) -> WorkloadSummary:
+    p50, p90, p99 = np.percentile(lengths, [50, 90, 99]).tolist()
+    return WorkloadSummary(
+        name=workload.name,
+        fingerprint=workload.fingerprint,
+        spec=msgspec.to_builtins(workload.spec),
+        requests=len(workload.requests),
+        sequences=len(lengths),
+        tokens_mean=float(lengths.mean()),
+        tokens_p50=p50,
+        tokens_p90=p90,
+        tokens_p99=p99,
+        tokens_max=int(lengths.max()),
+        token_histogram=length_histogram(lengths),
+    )
+
+
+class _Target:
+    """Where the load goes: encoded request bodies and what each one carries."""
+
+    def __init__(self, bodies: list[bytes], sequences: list[int], tokens: list[int]) -> None:
+        self.bodies, self.sequences, self.tokens = bodies, sequences, tokens
+
+    @classmethod
+    def of(cls, workload: Workload, lengths: np.ndarray) -> _Target:
+        sequences = workload.sequences_per_request
+        bounds = np.concatenate([[0], np.cumsum(sequences)])
+        return cls(
+            bodies=[msgspec.json.encode({"text": request}) for request in workload.requests],
+            sequences=sequences.tolist(),
+            tokens=np.add.reduceat(lengths, bounds[:-1]).tolist(),
+        )
+
+    def only(self, index: int) -> _Target:
+        return _Target([self.bodies[index]], [self.sequences[index]], [self.tokens[index]])
+
+
+def _scrape(port: int) -> server_metrics.Samples:
+    response = asyncio.run(fetch("127.0.0.1", port, "GET", "/metrics"))
+    return server_metrics.parse(response.body.decode()) if response.status == 200 else {}
+
+
+def _info(port: int) -> dict[str, Any] | None:
+    response = asyncio.run(fetch("127.0.0.1", port, "GET", "/info"))
+    return msgspec.json.decode(response.body) if response.status == 200 else None
+
+
+def run_point(port: int, target: _Target, point: Point, seed: int, capture_header: str | None = None) -> PointResult:
+    """One load point in a load-generator process of its own."""
+    plan = LoadPlan(
+        host="127.0.0.1",
+        port=port,
+        path="/classify",
+        bodies=target.bodies,
+        sequences=target.sequences,
+        tokens=target.tokens,
+        points=[point],
+        seed=seed,
+        capture_header=capture_header,
+    )
+    with tempfile.NamedTemporaryFile(suffix=".msgpack") as plan_file:
+        plan_file.write(msgspec.msgpack.encode(plan))
+        plan_file.flush()
+        out = subprocess.run(
+            [sys.executable, "-m", "benchmarks.loadgen", plan_file.name], capture_output=True, check=False
+        )
+    if out.returncode != 0:
+        raise RuntimeError(f"load generator failed: {out.stderr.decode(errors='replace')[-2000:]}")
+    return msgspec.json.decode(out.stdout.splitlines()[-1], type=PointResult)
+
+
+class Suite:
+    def __init__(
+        self,
+        profile: Profile,
+        artifact: Path,
+        model_dir: Path | None,
+        output_dir: Path,
+        configs: list[str] | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.profile = profile
+        self.artifact = artifact
+        self.model_dir = model_dir
+        self.output_dir = output_dir
+        self.manifest = load_manifest(artifact)
+        all_configs = server_configs(profile, include_pipeline=model_dir is not None)
+        self.configs = [c for c in all_configs if configs is None or c.name in configs]
+        self.progress = progress
+        self.seed = 0
+
+    # -- planning --------------------------------------------------------------
+
+    def _points_for(self, config: ServerConfig) -> int:
+        p = self.profile
+        n = len(config.concurrencies or p.concurrencies) + len(config.rate_fractions or p.rate_fractions)
+        n += len(p.rerank_concurrencies) if config.rerank else 0
+        return n + (1 if config.idle else 0)
+
+    # -- running ---------------------------------------------------------------
+
+    def run(self) -> BenchReport:
+        started = time.monotonic()
+        env = environment.collect()
+        tokenizer = self.artifact / TOKENIZER_FILE
+        max_length = self.manifest.max_sequence_length
+        single = single_texts(self.profile.single)
+        rerank = rerank_requests(self.profile.rerank)
+        single_lengths = token_lengths(single, tokenizer, max_length)
+        rerank_lengths = token_lengths(rerank, tokenizer, max_length)
+        median = int(np.argsort(single_lengths)[len(single_lengths) // 2])
+        self.targets = {
+            "single": _Target.of(single, single_lengths),
+            "rerank": _Target.of(rerank, rerank_lengths),
+            # Idle latency uses one median-length text, so engine time is the same every request.
+            "idle": _Target.of(single, single_lengths).only(median),
+        }
+        report = BenchReport(
+            started_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            profile=self.profile,
+            environment=env,
+            model=ModelInfo(
+                artifact=str(self.artifact),
+                model_dir=str(self.model_dir) if self.model_dir else None,
+                source=self.manifest.source.model,
+                architecture=self.manifest.architecture,
+                num_labels=self.manifest.num_labels,
+                max_sequence_length=max_length,
+                variants=sorted(self.manifest.variants),
+            ),
+            workloads=[summarize_workload(single, single_lengths), summarize_workload(rerank, rerank_lengths)],
+        )
+        report.offline = self._offline(single)
+        total = sum(self._points_for(c) for c in self.configs)
+        with tqdm(total=total, desc="bench", unit="pt", disable=not self.progress, file=sys.stderr) as bar:
+            for config in self.configs:
+                bar.set_postfix_str(config.name)
+                report.runs.append(self._run_config(config, bar))
+        report.summary = summarize(report)
+        report.finished_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        report.duration_s = time.monotonic() - started
+        return report
+
+    def _offline(self, workload: Workload) -> dict[str, Any] | None:
+        """The engine alone on the same texts in bucketed batches: the ceiling served numbers are held to."""
+        try:
+            from benchmarks import offline
+        except ImportError:  # the engines' offline benchmark is not in this checkout
+            return None
+        return offline.served_ceiling(  # type: ignore[attr-defined, no-any-return]
+            self.artifact,
+            workload.flat_inputs(),
+            batch_size=self.profile.offline_batch_size,
+            max_seconds=self.profile.offline_max_seconds,
+        )
+
+    def _server(self, config: ServerConfig, port: int) -> Any:
+        log = self.output_dir / "logs" / f"{config.name}.log"
+        if config.kind == "pipeline":
+            assert self.model_dir is not None
+            return running_server(
+                pipeline_server_command(self.model_dir, port, threads=_physical_cores()),
+                port,
+                log,
+                self.profile.ready_timeout_s,
+            )
+        env = {
+            "SLIPSTREAM_HOST": "127.0.0.1",
+            "SLIPSTREAM_PORT": str(port),
+            "SLIPSTREAM_LOG_LEVEL": "warning",
+            **config.env,
+        }
+        if env.get("SLIPSTREAM_BUCKETS") == "max":
+            env["SLIPSTREAM_BUCKETS"] = str(self.manifest.max_sequence_length)
+        command = [sys.executable, "-m", "slipstream.cli", "serve", str(self.artifact)]
+        return running_server(command, port, log, self.profile.ready_timeout_s, env=env)
+
+    def _run_config(self, config: ServerConfig, bar: tqdm) -> ConfigRun:
+        run = ConfigRun(config=config)
+        port = free_port()
+        started = time.monotonic()
+        try:
+            with self._server(config, port):
+                run.startup_s = time.monotonic() - started
+                run.info = _info(port) if config.kind == "slipstream" else None
+                self._measure(config, port, run, bar)
+        except (ServerError, RuntimeError, OSError) as exc:
+            run.error = f"{type(exc).__name__}: {exc}"
+            tqdm.write(f"{config.name}: {run.error}", file=sys.stderr)
+        return run
+
+    def _point(self, config: ServerConfig, port: int, run: ConfigRun, workload: str, point: Point, **kw: Any) -> PointResult:
+        self.seed += 1
+        slipstream = config.kind == "slipstream"
+        before = _scrape(port) if slipstream else {}
+        result = run_point(port, self.targets[workload], point, self.seed, **kw)
+        server = server_metrics.difference(before, _scrape(port)) if slipstream else None
+        run.points.append(PointRecord(config=config.name, workload=workload, result=result, server=server))
+        return result
+
+    def _measure(self, config: ServerConfig, port: int, run: ConfigRun, bar: tqdm) -> None:
+        p = self.profile
+        timing = {"warmup_s": p.warmup_s, "duration_s": p.duration_s}
+        if config.idle:
+            self._point(config, port, run, "idle", Point(mode="idle", requests=p.idle_requests, label="idle"),
+                        capture_header="x-inference-time")
+            bar.update()
+        best = 0.0
+        for c in config.concurrencies or p.concurrencies:
+            result = self._point(config, port, run, "single", Point(mode="closed", concurrency=c, label=f"c={c}", **timing))
+            best = max(best, result.achieved_rps)
+            bar.update()
+        for fraction in config.rate_fractions or p.rate_fractions:
+            rate = max(best * fraction, 0.5)
+            self._point(config, port, run, "single", Point(mode="open", rate=rate, label=f"{fraction:.0%} of peak", **timing))
+            bar.update()
+        if config.rerank:
+            for c in p.rerank_concurrencies:
+                self._point(config, port, run, "rerank", Point(mode="closed", concurrency=c, label=f"rerank c={c}", **timing))
+                bar.update()
+
+
+def _physical_cores() -> int:
+    try:
+        import psutil  # type: ignore[import-untyped]
+
+        return int(psutil.cpu_count(logical=False) or 1)
+    except ModuleNotFoundError:
+        import os
+
+        return os.cpu_count() or 1
+
+
+# -- summary -------------------------------------------------------------------
+
+
+def _ok(result: PointResult) -> bool:
+    return result.n_ok > 0 and result.n_errors == 0 and result.n_rejected == 0 and result.n_timeouts == 0
+
+
+def config_summary(run: ConfigRun, profile: Profile) -> ConfigSummary:
+    slo = profile.slo_p99_ms / 1000
+    single = [r for r in run.points if r.workload == "single"]
+    meeting = [
+        r.result.achieved_rps
+        for r in single
+        if r.result.point.mode == "open" and _ok(r.result) and (r.result.latency.p99_s or 1e9) <= slo
+    ]
+    compare = [r for r in single if r.result.point.concurrency == profile.compare_concurrency]
+    idle = [r for r in run.points if r.workload == "idle"]
+    rerank = [r.result.sequences_per_s for r in run.points if r.workload == "rerank"]
+    real = sum((r.server.padding_efficiency or 0) * (r.server.padded_tokens_per_batch.total) for r in single if r.server)
+    padded = sum(r.server.padded_tokens_per_batch.total for r in single if r.server)
+    return ConfigSummary(
+        config=run.config.name,
+        label=run.config.label,
+        throughput_at_slo_rps=max(meeting) if meeting else (0.0 if single else None),
+        peak_rps=max((r.result.achieved_rps for r in single), default=None),
+        rps_at_compare_concurrency=compare[0].result.achieved_rps if compare else None,
+        idle_p50_ms=idle[0].result.latency.p50_s * 1000 if idle and idle[0].result.latency.p50_s else None,
+        mean_batch_size_at_compare=compare[0].server.mean_batch_size if compare and compare[0].server else None,
+        padding_efficiency=real / padded if padded else None,
+        rerank_peak_pairs_per_s=max(rerank) if rerank else None,
+    )
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def idle_added_latency_ms(run: ConfigRun) -> dict[str, float] | None:
+    """End-to-end (client) minus engine time (x-inference-time) per idle request."""
+    idle = [r for r in run.points if r.workload == "idle"]
+    if not idle or not idle[0].result.captured:
+        return None
+    result = idle[0].result
+    engine_ms = np.array([float(v) for v in result.captured])
+    # The client's end-to-end latencies are summarized; with one fixed text the
+    # engine time barely varies, so p50(e2e) - p50(engine) is the typical added latency.
+    return {
+        "end_to_end_p50_ms": (result.latency.p50_s or 0) * 1000,
+        "engine_p50_ms": float(np.median(engine_ms)),
+        "added_p50_ms": (result.latency.p50_s or 0) * 1000 - float(np.median(engine_ms)),
+    }
+
+
+def summarize(report: BenchReport) -> Summary:
+    profile = report.profile
+    by_name = {run.config.name: config_summary(run, profile) for run in report.runs if run.points}
+    main = by_name.get("slipstream")
+    ratios: dict[str, float | None] = {}
+    for baseline in ("pipeline", "slipstream-batch1", "slipstream-one-bucket"):
+        other = by_name.get(baseline)
+        if main and other:
+            ratios[f"at_slo_vs_{baseline}"] = _ratio(main.throughput_at_slo_rps, other.throughput_at_slo_rps)
+            ratios[f"c{profile.compare_concurrency}_vs_{baseline}"] = _ratio(
+                main.rps_at_compare_concurrency, other.rps_at_compare_concurrency
+            )
+    targets: dict[str, dict[str, Any]] = {}
+    offline_rate = (report.offline or {}).get("sequences_per_s")
+    if main and offline_rate:
+        value = _ratio(main.rps_at_compare_concurrency, offline_rate)
+        targets["served_vs_offline"] = {"value": value, "target": 0.9, "met": value is not None and value >= 0.9}
+    if main and "pipeline" in by_name:
+        value = ratios.get(f"c{profile.compare_concurrency}_vs_pipeline")
+        targets["served_vs_pipeline"] = {"value": value, "target": 3.0, "met": value is not None and value >= 3.0}
+    main_run = next((run for run in report.runs if run.config.name == "slipstream"), None)
+    added = idle_added_latency_ms(main_run) if main_run else None
+    if added:
+        targets["idle_added_latency_p50_ms"] = {
+            "value": added["added_p50_ms"], "target": 1.0, "met": added["added_p50_ms"] <= 1.0, **added,
+        }
+    return Summary(slo_p99_ms=profile.slo_p99_ms, configs=list(by_name.values()), ratios=ratios, targets=targets)
