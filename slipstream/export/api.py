@@ -148,6 +148,7 @@ def export_artifact(
     force: bool = False,
     num_labels: int | None = None,
     opset: int | None = None,
+    max_length: int | None = None,
     progress: Progress = _silent,
 ) -> ExportOutcome:
     """Export and validate; see `export_model`. Also reports rejected variants."""
@@ -171,6 +172,10 @@ def export_artifact(
     config = source.model.config
     if source.head_is_random:
         progress("WARNING: the classification head is newly initialised (random weights)")
+    model_limit = max_sequence_length_of(config, source.tokenizer.model_max_length)
+    if max_length is not None and not 2 <= max_length <= model_limit:
+        raise ExportError(f"--max-length must be between 2 and {model_limit} for this model")
+    max_length = max_length or model_limit
 
     with staging_directory(output_dir) as staging, tempfile.TemporaryDirectory(
         prefix="slipstream-export-"
@@ -184,7 +189,6 @@ def export_artifact(
         input_names = _input_names(fp32_path)
         output_name = graph_output_names(fp32_path)[0]
 
-        max_length = max_sequence_length_of(config, source.tokenizer.model_max_length)
         progress("computing PyTorch reference logits")
         validation_set = build_validation_set(
             source.model, source.tokenizer, input_names=input_names, max_length=max_length
@@ -275,6 +279,7 @@ def export_model(
     force: bool = False,
     num_labels: int | None = None,
     opset: int | None = None,
+    max_length: int | None = None,
     progress: Progress = _silent,
 ) -> Manifest:
     """Export `model` (hub id or save_pretrained directory) to `output_dir`.
@@ -282,7 +287,8 @@ def export_model(
     Writes model.<variant>.onnx for each requested variant that passes
     validation, tokenizer.json and manifest.json, atomically. Raises ExportError
     (one-line message) on bad input, if fp32 fails validation, or if
-    `output_dir` exists and `force` is False. Variants that fail validation are
+    `output_dir` exists and `force` is False. `max_length` caps the manifest's
+    max_sequence_length below what the model accepts (e.g. 512 for ModernBERT). Variants that fail validation are
     left out of the artifact; `export_artifact` reports them.
     """
     return export_artifact(
@@ -292,6 +298,7 @@ def export_model(
         force=force,
         num_labels=num_labels,
         opset=opset,
+        max_length=max_length,
         progress=progress,
     ).manifest
 
