@@ -1,9 +1,11 @@
 """Load generation: open-loop Poisson arrivals and closed-loop concurrency.
 
-Runs in a process of its own (``python -m benchmarks.loadgen PLAN``) so that
-its event loop never competes with the benchmark driver's, and so its CPU time
-can be measured and reported: on a 2-core machine the client's cost is part of
-the picture.
+Runs in a process of its own (``python -m benchmarks.loadgen PLAN``, then one
+JSON `Point` per line on stdin, one JSON `PointResult` per line back on
+stdout) so that its event loop never competes with the benchmark driver's, so
+its CPU time can be measured and reported (on a 2-core machine the client's
+cost is part of the picture), and so the driver can scrape the server's
+metrics between points while the connections stay warm.
 
 Open loop (MLPerf's server scenario): request k is due at ``t0 + a_k`` with
 exponential inter-arrival gaps, whether or not earlier requests have finished.
@@ -40,8 +42,17 @@ STATUS_TIMEOUT = -1
 STATUS_CONNECTION_ERROR = -2
 
 
+class RequestSet(msgspec.Struct, frozen=True, kw_only=True):
+    """Prepared request bodies and what each carries."""
+
+    bodies: list[bytes]
+    sequences: list[int]  # sequences per request, parallel to bodies
+    tokens: list[int]  # real tokens per request (all its sequences), parallel to bodies
+
+
 class Point(msgspec.Struct, frozen=True, kw_only=True):
     mode: Literal["open", "closed", "idle"]
+    workload: str = "single"  # which of the plan's request sets
     rate: float | None = None  # requests/s (open loop)
     concurrency: int | None = None  # clients (closed loop)
     warmup_s: float = 2.0
@@ -50,22 +61,20 @@ class Point(msgspec.Struct, frozen=True, kw_only=True):
     requests: int | None = None
     pause_s: float = 0.02
     label: str = ""
+    # A response header to copy into the result (e.g. the server's engine time at idle).
+    capture_header: str | None = None
 
 
 class LoadPlan(msgspec.Struct, frozen=True, kw_only=True):
     host: str
     port: int
     path: str
-    bodies: list[bytes]
-    sequences: list[int]  # sequences per request, parallel to bodies
-    tokens: list[int]  # real tokens per request (all its sequences), parallel to bodies
-    points: list[Point]
+    requests: dict[str, RequestSet]  # by workload name
+    points: list[Point] = []  # run in order by run_plan; the command reads them from stdin instead
     seed: int = 0
     timeout_s: float = 30.0
     max_connections: int = 512
     headers: dict[str, str] = {}
-    # Response headers to copy into the results (e.g. a server-timing header at idle).
-    capture_header: str | None = None
 
 
 class PointResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -83,7 +92,7 @@ class PointResult(msgspec.Struct, frozen=True, kw_only=True):
     send_lag_p99_s: float  # how late the client sent (open loop): a client-health check
     client_cpu_s: float  # load generator process CPU seconds during the point
     wall_s: float
-    captured: list[str] = []  # values of plan.capture_header, one per measured request
+    captured: list[str] = []  # values of point.capture_header, one per measured request
 
 
 class _Log:
@@ -155,15 +164,23 @@ class _Pool:
 class _Runner:
     def __init__(self, plan: LoadPlan) -> None:
         self.plan = plan
-        self.heads = [request_head("POST", plan.path, plan.host, len(b), plan.headers) for b in plan.bodies]
         self.pool = _Pool(plan.host, plan.port, plan.max_connections)
         self.rng = np.random.default_rng(plan.seed)
-        self.sequences = np.asarray(plan.sequences, dtype=np.int64)
-        self.tokens = np.asarray(plan.tokens, dtype=np.int64)
-        self._next_body = itertools.count(int(self.rng.integers(len(plan.bodies))))
+        self._use(next(iter(plan.requests)), None)
+
+    def _use(self, workload: str, capture_header: str | None) -> None:
+        """Point the runner at one request set (heads are built once per set, not per send)."""
+        requests = self.plan.requests[workload]
+        self.bodies = requests.bodies
+        self.heads = [request_head("POST", self.plan.path, self.plan.host, len(b), self.plan.headers) for b in self.bodies]
+        self.sequences = np.asarray(requests.sequences, dtype=np.int64)
+        self.tokens = np.asarray(requests.tokens, dtype=np.int64)
+        self.capture_header = capture_header
+        # Each point starts at a random place in the set and walks through it in order.
+        self._next_body = itertools.count(int(self.rng.integers(len(self.bodies))))
 
     def _body(self) -> int:
-        return next(self._next_body) % len(self.plan.bodies)
+        return next(self._next_body) % len(self.bodies)
 
     async def _one(self, log: _Log, k: int) -> None:
         i = int(log.body_index[k])
@@ -175,10 +192,10 @@ class _Runner:
             return
         log.sent[k] = time.perf_counter()
         try:
-            response = await asyncio.wait_for(connection.send(self.heads[i], self.plan.bodies[i]), self.plan.timeout_s)
+            response = await asyncio.wait_for(connection.send(self.heads[i], self.bodies[i]), self.plan.timeout_s)
             log.status[k] = response.status
-            if self.plan.capture_header:
-                log.captured[k] = response.header(self.plan.capture_header)
+            if self.capture_header:
+                log.captured[k] = response.header(self.capture_header)
         except TimeoutError:
             connection.close()
             log.status[k] = STATUS_TIMEOUT
@@ -279,6 +296,7 @@ class _Runner:
         )
 
     async def run_point(self, point: Point) -> PointResult:
+        self._use(point.workload, point.capture_header)
         cpu0, wall0 = time.process_time(), time.perf_counter()
         if point.mode == "open":
             log, start, end = await self.open_loop(point)
@@ -299,16 +317,21 @@ async def run_plan(plan: LoadPlan, emit: "callable[[PointResult], None]") -> Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m benchmarks.loadgen PLAN.msgpack``: one JSON line per finished point on stdout."""
+    """``python -m benchmarks.loadgen PLAN.msgpack``: reads JSON points from stdin, one per line,
+    and answers each with a JSON result line on stdout when it has run."""
     args = argv if argv is not None else sys.argv[1:]
     plan = msgspec.msgpack.decode(Path(args[0]).read_bytes(), type=LoadPlan)
     encoder = msgspec.json.Encoder()
-
-    def emit(result: PointResult) -> None:
-        sys.stdout.buffer.write(encoder.encode(result) + b"\n")
-        sys.stdout.buffer.flush()
-
-    asyncio.run(run_plan(plan, emit))
+    with asyncio.Runner() as loop:
+        runner = _Runner(plan)
+        try:
+            for line in sys.stdin.buffer:
+                if line.strip():
+                    result = loop.run(runner.run_point(msgspec.json.decode(line, type=Point)))
+                    sys.stdout.buffer.write(encoder.encode(result) + b"\n")
+                    sys.stdout.buffer.flush()
+        finally:
+            runner.pool.close()
     return 0
 
 

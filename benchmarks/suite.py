@@ -11,7 +11,6 @@ import asyncio
 import datetime as dt
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from tqdm import tqdm
 
 from benchmarks import environment, server_metrics
 from benchmarks.http_client import fetch
-from benchmarks.loadgen import LoadPlan, Point, PointResult
+from benchmarks.loadgen import LoadPlan, Point, PointResult, RequestSet
 from benchmarks.servers import ServerError, free_port, pipeline_server_command, running_server
 from benchmarks.settings import Profile, ServerConfig, server_configs
 from benchmarks.workloads import Workload, length_histogram, rerank_requests, single_texts, token_lengths
@@ -120,24 +119,19 @@ def summarize_workload(workload: Workload, lengths: np.ndarray) -> WorkloadSumma
     )
 
 
-class _Target:
-    """Where the load goes: encoded request bodies and what each one carries."""
+def request_set(workload: Workload, lengths: np.ndarray) -> RequestSet:
+    """A workload's requests as /classify bodies, with the sequences and real tokens each carries."""
+    sequences = workload.sequences_per_request
+    bounds = np.concatenate([[0], np.cumsum(sequences)])
+    return RequestSet(
+        bodies=[msgspec.json.encode({"text": request}) for request in workload.requests],
+        sequences=sequences.tolist(),
+        tokens=np.add.reduceat(lengths, bounds[:-1]).tolist(),
+    )
 
-    def __init__(self, bodies: list[bytes], sequences: list[int], tokens: list[int]) -> None:
-        self.bodies, self.sequences, self.tokens = bodies, sequences, tokens
 
-    @classmethod
-    def of(cls, workload: Workload, lengths: np.ndarray) -> _Target:
-        sequences = workload.sequences_per_request
-        bounds = np.concatenate([[0], np.cumsum(sequences)])
-        return cls(
-            bodies=[msgspec.json.encode({"text": request}) for request in workload.requests],
-            sequences=sequences.tolist(),
-            tokens=np.add.reduceat(lengths, bounds[:-1]).tolist(),
-        )
-
-    def only(self, index: int) -> _Target:
-        return _Target([self.bodies[index]], [self.sequences[index]], [self.tokens[index]])
+def _only(requests: RequestSet, index: int) -> RequestSet:
+    return RequestSet(bodies=[requests.bodies[index]], sequences=[requests.sequences[index]], tokens=[requests.tokens[index]])
 
 
 def _scrape(port: int) -> server_metrics.Samples:
@@ -150,28 +144,37 @@ def _info(port: int) -> dict[str, Any] | None:
     return msgspec.json.decode(response.body) if response.status == 200 else None
 
 
-def run_point(port: int, target: _Target, point: Point, seed: int, capture_header: str | None = None) -> PointResult:
-    """One load point in a load-generator process of its own."""
-    plan = LoadPlan(
-        host="127.0.0.1",
-        port=port,
-        path="/classify",
-        bodies=target.bodies,
-        sequences=target.sequences,
-        tokens=target.tokens,
-        points=[point],
-        seed=seed,
-        capture_header=capture_header,
-    )
-    with tempfile.NamedTemporaryFile(suffix=".msgpack") as plan_file:
-        plan_file.write(msgspec.msgpack.encode(plan))
-        plan_file.flush()
-        out = subprocess.run(
-            [sys.executable, "-m", "benchmarks.loadgen", plan_file.name], capture_output=True, check=False
+class LoadClient:
+    """A load-generator process for one server: points go in on stdin, results come back on stdout."""
+
+    def __init__(self, plan: LoadPlan, work_dir: Path) -> None:
+        self._plan_path = work_dir / "loadgen-plan.msgpack"
+        self._plan_path.write_bytes(msgspec.msgpack.encode(plan))
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.loadgen", str(self._plan_path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=open(work_dir / "loadgen.log", "ab"),  # noqa: SIM115 (owned by the process)
         )
-    if out.returncode != 0:
-        raise RuntimeError(f"load generator failed: {out.stderr.decode(errors='replace')[-2000:]}")
-    return msgspec.json.decode(out.stdout.splitlines()[-1], type=PointResult)
+
+    def run(self, point: Point) -> PointResult:
+        assert self._process.stdin and self._process.stdout
+        self._process.stdin.write(msgspec.json.encode(point) + b"\n")
+        self._process.stdin.flush()
+        line = self._process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the load generator exited with {self._process.wait()}; see loadgen.log")
+        return msgspec.json.decode(line, type=PointResult)
+
+    def close(self) -> None:
+        if self._process.stdin:
+            self._process.stdin.close()
+        try:
+            self._process.wait(10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        self._plan_path.unlink(missing_ok=True)
 
 
 class Suite:
@@ -214,11 +217,12 @@ class Suite:
         single_lengths = token_lengths(single, tokenizer, max_length)
         rerank_lengths = token_lengths(rerank, tokenizer, max_length)
         median = int(np.argsort(single_lengths)[len(single_lengths) // 2])
-        self.targets = {
-            "single": _Target.of(single, single_lengths),
-            "rerank": _Target.of(rerank, rerank_lengths),
+        single_requests = request_set(single, single_lengths)
+        self.requests = {
+            "single": single_requests,
+            "rerank": request_set(rerank, rerank_lengths),
             # Idle latency uses one median-length text, so engine time is the same every request.
-            "idle": _Target.of(single, single_lengths).only(median),
+            "idle": _only(single_requests, median),
         }
         report = BenchReport(
             started_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -288,40 +292,46 @@ class Suite:
             with self._server(config, port):
                 run.startup_s = time.monotonic() - started
                 run.info = _info(port) if config.kind == "slipstream" else None
-                self._measure(config, port, run, bar)
+                self.seed += 1
+                plan = LoadPlan(host="127.0.0.1", port=port, path="/classify", requests=self.requests, seed=self.seed)
+                client = LoadClient(plan, self.output_dir / "logs")
+                try:
+                    self._measure(config, port, client, run, bar)
+                finally:
+                    client.close()
         except (ServerError, RuntimeError, OSError) as exc:
             run.error = f"{type(exc).__name__}: {exc}"
             tqdm.write(f"{config.name}: {run.error}", file=sys.stderr)
         return run
 
-    def _point(self, config: ServerConfig, port: int, run: ConfigRun, workload: str, point: Point, **kw: Any) -> PointResult:
-        self.seed += 1
+    def _point(self, config: ServerConfig, port: int, client: LoadClient, run: ConfigRun, point: Point) -> PointResult:
         slipstream = config.kind == "slipstream"
         before = _scrape(port) if slipstream else {}
-        result = run_point(port, self.targets[workload], point, self.seed, **kw)
+        result = client.run(point)
         server = server_metrics.difference(before, _scrape(port)) if slipstream else None
-        run.points.append(PointRecord(config=config.name, workload=workload, result=result, server=server))
+        run.points.append(PointRecord(config=config.name, workload=point.workload, result=result, server=server))
         return result
 
-    def _measure(self, config: ServerConfig, port: int, run: ConfigRun, bar: tqdm) -> None:
+    def _measure(self, config: ServerConfig, port: int, client: LoadClient, run: ConfigRun, bar: tqdm) -> None:
         p = self.profile
         timing = {"warmup_s": p.warmup_s, "duration_s": p.duration_s}
         if config.idle:
-            self._point(config, port, run, "idle", Point(mode="idle", requests=p.idle_requests, label="idle"),
-                        capture_header="x-inference-time")
+            idle = Point(mode="idle", workload="idle", requests=p.idle_requests, label="idle", capture_header="x-inference-time")
+            self._point(config, port, client, run, idle)
             bar.update()
         best = 0.0
         for c in config.concurrencies or p.concurrencies:
-            result = self._point(config, port, run, "single", Point(mode="closed", concurrency=c, label=f"c={c}", **timing))
+            result = self._point(config, port, client, run, Point(mode="closed", concurrency=c, label=f"c={c}", **timing))
             best = max(best, result.achieved_rps)
             bar.update()
         for fraction in config.rate_fractions or p.rate_fractions:
             rate = max(best * fraction, 0.5)
-            self._point(config, port, run, "single", Point(mode="open", rate=rate, label=f"{fraction:.0%} of peak", **timing))
+            self._point(config, port, client, run, Point(mode="open", rate=rate, label=f"{fraction:.0%} of peak", **timing))
             bar.update()
         if config.rerank:
             for c in p.rerank_concurrencies:
-                self._point(config, port, run, "rerank", Point(mode="closed", concurrency=c, label=f"rerank c={c}", **timing))
+                rerank = Point(mode="closed", workload="rerank", concurrency=c, label=f"rerank c={c}", **timing)
+                self._point(config, port, client, run, rerank)
                 bar.update()
 
 

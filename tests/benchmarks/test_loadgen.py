@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from benchmarks.http_client import Connection, request_head
-from benchmarks.loadgen import LoadPlan, Point, PointResult, run_plan
+from benchmarks.loadgen import LoadPlan, Point, PointResult, RequestSet, run_plan
 
 Handler = Callable[[bytes], Awaitable[tuple[int, bytes, bool]]]  # body -> (status, payload, chunked)
 
@@ -36,8 +36,8 @@ async def _serve(handler: Handler) -> tuple[asyncio.Server, int]:
 
 def _plan(port: int, points: list[Point], **kw: object) -> LoadPlan:
     bodies = [b'{"text":"a"}', b'{"text":"bb"}', b'{"text":["c","d"]}']
-    return LoadPlan(host="127.0.0.1", port=port, path="/classify", bodies=bodies, sequences=[1, 1, 2],
-                    tokens=[3, 4, 6], points=points, seed=1, **kw)  # type: ignore[arg-type]
+    requests = {"single": RequestSet(bodies=bodies, sequences=[1, 1, 2], tokens=[3, 4, 6])}
+    return LoadPlan(host="127.0.0.1", port=port, path="/classify", requests=requests, points=points, seed=1, **kw)  # type: ignore[arg-type]
 
 
 def _run(handler: Handler, points: list[Point], **kw: object) -> list[PointResult]:
@@ -107,7 +107,7 @@ def test_rejections_are_counted_apart_from_successes() -> None:
 
 
 def test_idle_requests_run_one_at_a_time_and_capture_a_header() -> None:
-    [result] = _run(delayed(0.002), [Point(mode="idle", requests=10, pause_s=0.001)], capture_header="x-inference-time")
+    [result] = _run(delayed(0.002), [Point(mode="idle", requests=10, pause_s=0.001, capture_header="x-inference-time")])
     assert result.n_ok == 10
     assert result.captured == ["1.5"] * 10
 
