@@ -22,6 +22,7 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True):
     concurrencies: list[int] | None = None
     rate_fractions: list[float] | None = None
     rerank: bool = False  # also run the rerank workload against it
+    rerank_concurrencies: list[int] | None = None  # None: the profile's
     idle: bool = False  # also measure idle latency (sequential requests)
 
 
@@ -115,6 +116,8 @@ def server_configs(profile: Profile, include_pipeline: bool) -> list[ServerConfi
                 rate_fractions=few_rates,
                 # A rerank request takes the pipeline seconds: too slow for the quick profile's windows.
                 rerank=profile.name == "full",
+                # Seconds per rerank request: more clients would only queue (and drain) for longer.
+                rerank_concurrencies=[1, 4],
             )
         )
     return configs

@@ -202,7 +202,7 @@ class Suite:
     def _points_for(self, config: ServerConfig) -> int:
         p = self.profile
         n = len(config.concurrencies or p.concurrencies) + len(config.rate_fractions or p.rate_fractions)
-        n += len(p.rerank_concurrencies) if config.rerank else 0
+        n += len(config.rerank_concurrencies or p.rerank_concurrencies) if config.rerank else 0
         return n + (1 if config.idle else 0)
 
     # -- running ---------------------------------------------------------------
@@ -329,7 +329,7 @@ class Suite:
             self._point(config, port, client, run, Point(mode="open", rate=rate, label=f"{fraction:.0%} of peak", **timing))
             bar.update()
         if config.rerank:
-            for c in p.rerank_concurrencies:
+            for c in config.rerank_concurrencies or p.rerank_concurrencies:
                 rerank = Point(mode="closed", workload="rerank", concurrency=c, label=f"rerank c={c}", **timing)
                 self._point(config, port, client, run, rerank)
                 bar.update()
