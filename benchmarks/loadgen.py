@@ -271,6 +271,8 @@ class _Runner:
         intended, done, status = log.intended[:n], log.done[:n], log.status[:n]
         measured = (intended >= start) & (intended < end)
         ok = status == 200
+        # Timed out, or still unanswered when the drain gave up (status never set).
+        unanswered = (status == STATUS_TIMEOUT) | (status == 0)
         window = end - start
         completed_in_window = ok & (done >= start) & (done < end)
         body = log.body_index[:n][completed_in_window]
@@ -286,8 +288,8 @@ class _Runner:
             n_measured=int(measured.sum()),
             n_ok=int((measured & ok).sum()),
             n_rejected=int((measured & (status == 429)).sum()),
-            n_errors=int((measured & ~ok & (status != 429) & (status != STATUS_TIMEOUT)).sum()),
-            n_timeouts=int((measured & (status == STATUS_TIMEOUT)).sum()),
+            n_errors=int((measured & ~ok & (status != 429) & ~unanswered).sum()),
+            n_timeouts=int((measured & unanswered).sum()),
             latency=summarize_latencies(latencies),
             send_lag_p99_s=float(np.percentile(lag, 99)) if len(lag) else 0.0,
             client_cpu_s=cpu_s,
