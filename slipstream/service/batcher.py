@@ -306,6 +306,9 @@ class Batcher:
         self.metrics.queue_depth(self.queues.items, self.queues.tokens)
         try:
             logits = await loop.run_in_executor(self._engine_thread, self._execute, items, edge)
+        except asyncio.CancelledError:  # close() gave up waiting: nobody will scatter this batch
+            self._fail_items(items, Unavailable("the service shut down while this ran"))
+            raise
         except Exception as exc:  # the engine failed: only this batch's requests see it
             self.metrics.engine_failed()
             self._fail_items(items, EngineFailure(f"the engine failed on the batch this request was in: {exc}"))

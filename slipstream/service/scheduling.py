@@ -6,9 +6,11 @@ in), so the scheduling rules can be property-tested directly.
 The rule, applied whenever the engine is free (an idle engine never sleeps
 waiting for a batch to fill; under load, batches fill while it runs):
 
-1. If some bucket's oldest item has waited `max_wait_s` or more, serve the
-   bucket whose oldest item is oldest. No bucket starves: an item waits at
-   most the wait bound plus the batches already running or overdue before it.
+1. If some buckets' oldest items have waited `max_wait_s` or more, serve the
+   overdue bucket served least recently (ties: the oldest item). Overdue
+   buckets take turns, so none starves behind a flooded one: once due, an
+   item waits at most one batch per other overdue bucket (and the batch
+   running when it became due), FIFO within its bucket.
 2. Otherwise serve the bucket that makes the biggest batch (ties: the oldest).
 
 A batch holds at most `capacity(bucket)` items: `max_batch_size`, and no more
@@ -17,6 +19,7 @@ than `max_batch_tokens` padded tokens (at least one item, whatever its length).
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable
 from typing import Generic, Protocol, TypeVar
@@ -54,6 +57,7 @@ class BucketQueues(Generic[ItemT]):
         self.max_wait_s = max_wait_s
         self._queues: list[deque[ItemT]] = [deque() for _ in edges]
         self._capacities = [self._capacity(edge) for edge in edges]
+        self._last_served = [-math.inf for _ in edges]  # `now` of each bucket's last batch
         self.items = 0
         self.tokens = 0  # real (unpadded) tokens queued
 
@@ -88,11 +92,11 @@ class BucketQueues(Generic[ItemT]):
         for bucket, queue in enumerate(self._queues):
             if not queue:
                 continue
-            head_age = now - queue[0].enqueued_at
-            overdue = head_age >= self.max_wait_s
+            head = queue[0].enqueued_at
+            overdue = now - head >= self.max_wait_s
             size = min(len(queue), self._capacities[bucket])
             # Overdue buckets first (oldest first), then the biggest batch, then the oldest.
-            key = (1.0, head_age, 0.0) if overdue else (0.0, float(size), head_age)
+            key = (1.0, -self._last_served[bucket], -head) if overdue else (0.0, float(size), -head)
             if best is None or key > best_key:
                 best, best_key = bucket, key
         return best
@@ -108,6 +112,7 @@ class BucketQueues(Generic[ItemT]):
             assert bucket is not None
             queue = self._queues[bucket]
             capacity = self._capacities[bucket]
+            self._last_served[bucket] = now
             batch: list[ItemT] = []
             dropped: list[ItemT] = []
             while queue and len(batch) < capacity:
