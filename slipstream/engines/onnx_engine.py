@@ -1,0 +1,163 @@
+"""The Engine implementation: ONNX Runtime sessions behind one `run`.
+
+Thread safety: `run` and `warmup` serialise on a lock, so one engine is safe to
+share but runs one batch at a time. That is deliberate: on a CPU the session's
+intra-op pool already uses every core, and on a GPU the device buffers are
+reused per shape. Several engines (e.g. one per consumer group) may run
+concurrently; on a CPU they then share the cores, so give each fewer threads
+(`cpu.intra_op_threads`); on a GPU each session has its own CUDA stream.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import onnxruntime as ort
+
+from slipstream.engines.base import EngineDescription, EngineError, Float32Array, Int64Array
+from slipstream.engines.buckets import bucket_index
+
+
+class Runner(Protocol):
+    """One ONNX Runtime session and how inputs reach it."""
+
+    def run(self, feeds: dict[str, Int64Array]) -> Float32Array: ...
+
+    @property
+    def warmup_runs(self) -> int: ...
+
+
+class HostRunner:
+    """CPU: numpy in, numpy out; nothing to gain from binding host memory."""
+
+    warmup_runs = 1
+
+    def __init__(self, session: ort.InferenceSession, output_name: str) -> None:
+        self._session = session
+        self._outputs = [output_name]
+
+    def run(self, feeds: dict[str, Int64Array]) -> Float32Array:
+        return self._session.run(self._outputs, feeds)[0]
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """Everything about a loaded engine that is not a session."""
+
+    variant: str
+    model_file: str
+    device: str
+    providers: list[str]
+    options: dict[str, str]
+    buckets: list[int]
+    max_batch_size: int
+    input_names: list[str]
+    num_labels: int
+    pad_token_id: int
+
+
+class OnnxEngine:
+    def __init__(self, spec: EngineSpec, runners: Sequence[Runner], runner_of_bucket: Sequence[int]) -> None:
+        if len(runner_of_bucket) != len(spec.buckets):
+            raise EngineError("every bucket needs a runner")
+        self._spec = spec
+        self._runners = list(runners)
+        self._runner_of_bucket = list(runner_of_bucket)
+        self._edges = np.asarray(spec.buckets, dtype=np.int64)
+        self._needs_token_types = "token_type_ids" in spec.input_names
+        self._lock = threading.Lock()
+
+    @property
+    def input_names(self) -> list[str]:
+        return list(self._spec.input_names)
+
+    @property
+    def num_labels(self) -> int:
+        return self._spec.num_labels
+
+    @property
+    def buckets(self) -> list[int]:
+        return list(self._spec.buckets)
+
+    @property
+    def max_batch_size(self) -> int:
+        return self._spec.max_batch_size
+
+    @property
+    def device(self) -> str:
+        return self._spec.device
+
+    @property
+    def variant(self) -> str:
+        return self._spec.variant
+
+    def run(
+        self,
+        input_ids: Int64Array,
+        attention_mask: Int64Array,
+        token_type_ids: Int64Array | None = None,
+    ) -> Float32Array:
+        ids = np.asarray(input_ids, dtype=np.int64)
+        mask = np.asarray(attention_mask, dtype=np.int64)
+        if ids.ndim != 2 or mask.shape != ids.shape:
+            raise EngineError(
+                f"input_ids and attention_mask must be [batch, length] of one shape, got {ids.shape} and {mask.shape}"
+            )
+        batch, length = ids.shape
+        if not 1 <= batch <= self._spec.max_batch_size:
+            raise EngineError(f"batch of {batch} is outside 1..max_batch_size={self._spec.max_batch_size}")
+        if length < 1:
+            raise EngineError("inputs have length 0")
+        bucket = int(bucket_index(self._edges, length))
+        types: Int64Array | None = None
+        if self._needs_token_types:
+            types = np.zeros_like(ids) if token_type_ids is None else np.asarray(token_type_ids, dtype=np.int64)
+            if types.shape != ids.shape:
+                raise EngineError(f"token_type_ids has shape {types.shape}, expected {ids.shape}")
+        edge = int(self._edges[bucket])
+        if edge != length:
+            # A length between edges is padded up to its bucket so that only
+            # prepared shapes (TensorRT profiles, bound buffers) ever run.
+            # The mask is 0 there, so the real tokens' logits do not change.
+            extra = ((0, 0), (0, edge - length))
+            ids = np.pad(ids, extra, constant_values=self._spec.pad_token_id)
+            mask = np.pad(mask, extra)
+            if types is not None:
+                types = np.pad(types, extra)
+        feeds = {"input_ids": ids, "attention_mask": mask}
+        if types is not None:
+            feeds["token_type_ids"] = types
+        runner = self._runners[self._runner_of_bucket[bucket]]
+        try:
+            with self._lock:
+                logits = runner.run(feeds)
+        except Exception as exc:  # ORT raises its own exception types
+            raise EngineError(f"inference failed on a [{batch}, {edge}] batch: {exc}") from exc
+        return np.ascontiguousarray(logits, dtype=np.float32)
+
+    def warmup(self, shapes: list[tuple[int, int]]) -> None:
+        for batch, length in shapes:
+            bucket = int(bucket_index(self._edges, length))
+            runs = self._runners[self._runner_of_bucket[bucket]].warmup_runs
+            # The pad id is the one token id every vocabulary has; the mask is
+            # all ones so that warm-up takes the same path as full real inputs.
+            ids = np.full((batch, length), self._spec.pad_token_id, dtype=np.int64)
+            mask = np.ones_like(ids)
+            for _ in range(runs):
+                self.run(ids, mask)
+
+    def describe(self) -> EngineDescription:
+        spec = self._spec
+        return EngineDescription(
+            variant=spec.variant,
+            model_file=spec.model_file,
+            device=spec.device,
+            providers=list(spec.providers),
+            options=dict(spec.options),
+            buckets=list(spec.buckets),
+            max_batch_size=spec.max_batch_size,
+        )

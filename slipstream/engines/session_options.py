@@ -1,0 +1,54 @@
+"""ONNX Runtime SessionOptions for each device, built from EngineSettings.
+
+Returned alongside a flat {name: value} dict of what was set, which the
+engine's description (/info, start-up log) shows.
+"""
+
+from __future__ import annotations
+
+import onnxruntime as ort
+
+from slipstream.engines.platform import physical_cores
+from slipstream.engines.settings import EngineSettings
+
+_OPTIMIZATION_LEVELS = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+
+def build_session_options(settings: EngineSettings, device: str) -> tuple[ort.SessionOptions, dict[str, str]]:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = _OPTIMIZATION_LEVELS[settings.graph_optimization_level]
+    # One model, one request stream: nodes run in order and all parallelism is
+    # inside each operator (GEMMs, attention heads).
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.inter_op_num_threads = 1
+    # Warnings only: ORT's info log prints a line per node placement.
+    options.log_severity_level = 2
+    described = {
+        "graph_optimization_level": settings.graph_optimization_level,
+        "execution_mode": "sequential",
+    }
+    if device == "cpu":
+        cpu = settings.cpu
+        threads = cpu.intra_op_threads or physical_cores()
+        options.intra_op_num_threads = threads
+        options.enable_cpu_mem_arena = cpu.enable_memory_arena
+        options.enable_mem_pattern = cpu.enable_memory_pattern
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if cpu.allow_spinning else "0")
+        described |= {
+            "intra_op_threads": str(threads),
+            "allow_spinning": str(cpu.allow_spinning).lower(),
+            "cpu_memory_arena": str(cpu.enable_memory_arena).lower(),
+            "memory_pattern": str(cpu.enable_memory_pattern).lower(),
+        }
+    else:
+        # On a GPU the host threads only launch kernels: one is enough, and
+        # spinning would burn a core the tokenizer wants.
+        options.intra_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        described["intra_op_threads"] = "1"
+    return options, described
