@@ -40,9 +40,17 @@ class Scored:
 
 def load_engine_for(settings: GroupSettings, manifest: Manifest) -> Engine:
     """The engines stage's loader, given this group's device, variant and engine settings."""
-    from slipstream.engines import load_engine  # heavy: onnxruntime
+    from slipstream.engines import CpuSettings, EngineSettings, TensorRtSettings, load_engine
 
-    return load_engine(settings.artifact, device=settings.device, variant=settings.variant)
+    defaults = EngineSettings()
+    engine_settings = EngineSettings(
+        buckets=settings.buckets,
+        max_batch_size=settings.max_batch_size or defaults.max_batch_size,
+        cpu=CpuSettings(intra_op_threads=settings.intra_op_threads or 0),
+        tensorrt=TensorRtSettings(cache_dir=settings.cache_dir) if settings.cache_dir else defaults.tensorrt,
+    )
+    return load_engine(settings.artifact, device=settings.device, variant=settings.variant,
+                       settings=engine_settings)
 
 
 def bucket_edges(configured: list[int] | None, engine_edges: list[int], max_length: int) -> list[int]:
