@@ -193,7 +193,7 @@ def _json(body: Any, headers: dict[str, str] | None = None, status: int = 200) -
 # -- routes ------------------------------------------------------------------
 
 @post("/classify", status_code=200, summary="Classify texts or pairs (Takeoff)",
-      responses=None, sync_to_thread=False)
+      responses=None)
 async def classify(request: Request[Any, Any, Any], data: ClassifyRequest) -> Response[ClassifyResponse]:
     """Scores per label for a string, a list of strings, or a list of [first, second] pairs.
 
@@ -218,7 +218,7 @@ def _direction(value: str) -> str:
     return value.lower()
 
 
-@post("/predict", status_code=200, summary="Predict (text-embeddings-inference)", sync_to_thread=False)
+@post("/predict", status_code=200, summary="Predict (text-embeddings-inference)")
 async def predict(request: Request[Any, Any, Any], data: PredictRequest) -> Response[list[Prediction]]:
     """TEI's /predict: `[{"score", "label"}]` sorted by score, or a list of those for a batch.
 
@@ -243,8 +243,7 @@ async def predict(request: Request[Any, Any, Any], data: PredictRequest) -> Resp
     return _json(body, _timing_headers(request, scored))  # type: ignore[return-value]
 
 
-@post("/rerank", status_code=200, summary="Rerank documents for a query (text-embeddings-inference)",
-      sync_to_thread=False)
+@post("/rerank", status_code=200, summary="Rerank documents for a query (text-embeddings-inference)")
 async def rerank(request: Request[Any, Any, Any], data: RerankRequest) -> Response[list[Rank]]:
     """TEI's /rerank: `[{"index", "score", "text"?}]`, best first; `top_n` keeps the best n."""
     state = _state(request)
@@ -276,7 +275,7 @@ async def rerank(request: Request[Any, Any, Any], data: RerankRequest) -> Respon
     return _json(ranks, _timing_headers(request, scored))  # type: ignore[return-value]
 
 
-@post("/tokenize/{reader_id:str}", status_code=200, summary="Tokenize a text (Takeoff)", sync_to_thread=False)
+@post("/tokenize/{reader_id:str}", status_code=200, summary="Tokenize a text (Takeoff)")
 async def tokenize(request: Request[Any, Any, Any], reader_id: str, data: TokenizeRequest) -> TokenizeResponse:
     """The model's tokens for `text`, special tokens included; reader ids are listed in /info."""
     state = _state(request)
@@ -288,13 +287,13 @@ async def tokenize(request: Request[Any, Any, Any], reader_id: str, data: Tokeni
     return TokenizeResponse(tokens=tokens, tokens_count=len(tokens))
 
 
-@get("/health", summary="Alive", opt={"public": True}, sync_to_thread=False)
+@get("/health", summary="Alive", opt={"public": True})
 async def health() -> HealthResponse:
     return HealthResponse(status="ok")
 
 
 @get("/ready", summary="Ready: every group warmed up every bucket (503 until then)",
-     opt={"public": True}, sync_to_thread=False)
+     opt={"public": True})
 async def ready(request: Request[Any, Any, Any]) -> Response[ReadyResponse]:
     state = _state(request)
     groups = {name: group.ready for name, group in state.groups.items()}
@@ -304,7 +303,7 @@ async def ready(request: Request[Any, Any, Any]) -> Response[ReadyResponse]:
     return _json(ErrorResponse(error=f"not ready: {reason}", error_type="unavailable"), status=503)  # type: ignore[return-value]
 
 
-@get("/info", summary="Models, labels, devices and batching per consumer group", sync_to_thread=False)
+@get("/info", summary="Models, labels, devices and batching per consumer group")
 async def info(request: Request[Any, Any, Any]) -> InfoResponse:
     state = _state(request)
     return InfoResponse(version=__version__, groups={name: group_info(g) for name, g in state.groups.items()})
@@ -340,7 +339,7 @@ def group_info(group: ModelGroup) -> GroupInfo:
     )
 
 
-@get("/metrics", summary="Prometheus metrics", sync_to_thread=False, include_in_schema=True)
+@get("/metrics", summary="Prometheus metrics")
 async def metrics_route(request: Request[Any, Any, Any]) -> Response[bytes]:
     return Response(_state(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
