@@ -52,7 +52,7 @@ class GroupSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     ] = None
     max_batch_size: Annotated[
         int | None,
-        _doc("Most items in one engine batch; unset uses the engine's maximum. "
+        _doc("Most items in one engine batch; unset uses the engine's default (32). "
              "Alias TAKEOFF_MAX_BATCH_SIZE."),
     ] = None
     max_batch_tokens: Annotated[
@@ -205,7 +205,8 @@ def overrides_from_env(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict
         if env_name(field) in environ:
             service[field] = environ[env_name(field)]
     for field in GROUP_FIELDS:
-        if env_name(field) in environ:
+        # SLIPSTREAM_ARTIFACT names one group's artifact (see build_settings), not every group's.
+        if field != "artifact" and env_name(field) in environ:
             group[field] = environ[env_name(field)]
     return service, group
 

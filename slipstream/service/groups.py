@@ -132,12 +132,20 @@ class ModelGroup:
         return cls(name, settings, manifest, engine, tokenizer_executor=tokenizer_executor, metrics=metrics)
 
     def warmup_shapes(self) -> list[tuple[int, int]]:
-        """Every bucket at batch 1 and at its largest batch."""
+        """Every bucket at batch 1; on a GPU also at its largest batch.
+
+        A GPU engine specialises per shape (TensorRT profiles, CUDA graphs), so
+        every shape the batcher can send is run once. ONNX Runtime on CPU
+        compiles nothing per shape; one run per bucket sets up its buffers, and
+        full batches at every length would cost minutes of start-up on a small
+        machine for no gain.
+        """
         shapes = []
+        on_gpu = self.description.device != "cpu"
         for bucket, edge in enumerate(self.edges):
             shapes.append((1, edge))
             capacity = self.batcher.queues.capacity(bucket)
-            if capacity > 1:
+            if on_gpu and capacity > 1:
                 shapes.append((capacity, edge))
         return shapes
 

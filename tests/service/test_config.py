@@ -54,10 +54,12 @@ def test_flags_beat_environment_beats_file(tmp_path: Path):
     assert {g.max_batch_size for g in settings.groups.values()} == {1}
 
 
-def test_the_config_file_can_come_from_the_environment(tmp_path: Path):
+def test_the_config_file_and_artifact_can_come_from_the_environment(tmp_path: Path):
     config = tmp_path / "c.toml"
-    config.write_text('[groups.primary]\nartifact = "/x"\n')
+    config.write_text('[groups.primary]\nartifact = "/x"\n[groups.other]\nartifact = "/y"\n')
     assert build_settings(environ={"SLIPSTREAM_CONFIG": str(config)}).groups["primary"].artifact == "/x"
+    settings = build_settings(environ={"SLIPSTREAM_CONFIG": str(config), "SLIPSTREAM_ARTIFACT": "/z"})
+    assert (settings.groups["primary"].artifact, settings.groups["other"].artifact) == ("/z", "/y")
 
 
 @pytest.mark.parametrize("env", [
