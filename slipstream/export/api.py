@@ -20,6 +20,7 @@ from slipstream.export import canned_inputs
 from slipstream.export.architectures import SUPPORTED_ARCHITECTURES
 from slipstream.export.artifact_dir import check_destination, publish, staging_directory
 from slipstream.export.errors import ExportError
+from slipstream.export.graph_optimization import OptimizationOptions
 from slipstream.manifest import (
     FORMAT_VERSION,
     TOKENIZER_FILE,
@@ -149,9 +150,14 @@ def export_artifact(
     num_labels: int | None = None,
     opset: int | None = None,
     max_length: int | None = None,
+    optimization: OptimizationOptions | None = None,
     progress: Progress = _silent,
 ) -> ExportOutcome:
-    """Export and validate; see `export_model`. Also reports rejected variants."""
+    """Export and validate; see `export_model`. Also reports rejected variants.
+
+    `optimization` overrides the graph fusion and int8 quantization settings
+    (defaults: `OptimizationOptions()`), e.g. to compare alternatives with
+    `slipstream.export.speed`."""
     from slipstream.export.graph_optimization import convert_fp16, fuse_graph, quantize_int8
     from slipstream.export.onnx_graph import export_onnx, graph_output_names
     from slipstream.export.source import load_source
@@ -163,6 +169,7 @@ def export_artifact(
     from slipstream.export.validation import build_validation_set, validate_variant
 
     started = time.perf_counter()
+    optimization = optimization or OptimizationOptions()
     output_dir = Path(output_dir).expanduser()
     chosen = resolve_variants(variants)
     check_destination(output_dir, force=force)
@@ -180,12 +187,20 @@ def export_artifact(
     with staging_directory(output_dir) as staging, tempfile.TemporaryDirectory(
         prefix="slipstream-export-"
     ) as scratch:
+        progress("writing tokenizer.json")
+        rust_tokenizer = write_tokenizer(source.tokenizer, staging / TOKENIZER_FILE)
+        check_tokenizer_parity(
+            source.tokenizer,
+            rust_tokenizer,
+            canned_inputs.SINGLES,
+            list(zip(canned_inputs.QUERIES, canned_inputs.PASSAGES, strict=True)),
+        )
         raw_path = Path(scratch) / "model.raw.onnx"
         progress("exporting to ONNX")
         export_onnx(source.model, raw_path, opset=opset)
         progress("fusing the graph for ONNX Runtime")
         fp32_path = staging / "model.fp32.onnx"
-        fuse_graph(raw_path, fp32_path, model_type=config.model_type)
+        fuse_graph(raw_path, fp32_path, model_type=config.model_type, fuse=optimization.fuse)
         input_names = _input_names(fp32_path)
         output_name = graph_output_names(fp32_path)[0]
 
@@ -198,7 +213,7 @@ def export_artifact(
         rejected: dict[str, Validation] = {}
         builders: dict[str, Callable[[Path], None]] = {
             "fp32": lambda path: None,
-            "int8": lambda path: quantize_int8(fp32_path, path),
+            "int8": lambda path: quantize_int8(fp32_path, path, optimization.int8),
             "fp16": lambda path: convert_fp16(fp32_path, path),
         }
         for name in chosen:
@@ -227,14 +242,6 @@ def export_artifact(
                 validation=validation,
             )
 
-        progress("writing tokenizer.json")
-        rust_tokenizer = write_tokenizer(source.tokenizer, staging / TOKENIZER_FILE)
-        check_tokenizer_parity(
-            source.tokenizer,
-            rust_tokenizer,
-            canned_inputs.SINGLES,
-            list(zip(canned_inputs.QUERIES, canned_inputs.PASSAGES, strict=True)),
-        )
         problem_type = problem_type_of(config)
         manifest = Manifest(
             format_version=FORMAT_VERSION,
@@ -280,6 +287,7 @@ def export_model(
     num_labels: int | None = None,
     opset: int | None = None,
     max_length: int | None = None,
+    optimization: OptimizationOptions | None = None,
     progress: Progress = _silent,
 ) -> Manifest:
     """Export `model` (hub id or save_pretrained directory) to `output_dir`.
@@ -299,8 +307,17 @@ def export_model(
         num_labels=num_labels,
         opset=opset,
         max_length=max_length,
+        optimization=optimization,
         progress=progress,
     ).manifest
 
 
-__all__ = ["ALL_VARIANTS", "ExportError", "ExportOutcome", "default_variants", "export_artifact", "export_model"]
+__all__ = [
+    "ALL_VARIANTS",
+    "ExportError",
+    "ExportOutcome",
+    "OptimizationOptions",
+    "default_variants",
+    "export_artifact",
+    "export_model",
+]

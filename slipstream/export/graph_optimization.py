@@ -8,9 +8,16 @@ Why these choices (measured on MiniLM-L6, see docs/export.md):
   provider still applies its own optimizations at session creation.
 * int8 is dynamic quantization of the fused graph (weights int8 ahead of time,
   activations quantized on the fly). Quantizing after fusion lets ONNX Runtime
-  use its quantized attention kernel. Weights are quantized per output channel
-  with a 7-bit range: on AVX2 CPUs without VNNI the u8s8 kernel can saturate
-  intermediate int16 sums, and the reduced range avoids that.
+  use its quantized attention kernel (QAttention). Weights are quantized per
+  output channel with a 7-bit range: on AVX2 CPUs without VNNI the u8s8 kernel
+  can saturate intermediate int16 sums, and the reduced range avoids that while
+  per-channel scales win back the precision. The embedding tables are quantized
+  too (Gather / EmbedLayerNormalization): that changes no speed but makes the
+  file about 3.5x smaller than fp32. Measured on all-MiniLM-L6-v2 here, one
+  thread, batch 8, bucketed English text: quantizing MatMul alone was ~10%
+  slower; with Attention included, every op set and scale option we tried ran
+  within 3% of each other, ~1.4x faster than fused fp32, and this choice agreed
+  best with PyTorch (Spearman 0.99 vs 0.97 for per-tensor, full-range).
 * fp16 converts the fused graph with input and output types kept (int64 ids in,
   fp32 logits out), so clients never see half precision.
 """
@@ -25,7 +32,7 @@ from slipstream.export.architectures import SUPPORTED_ARCHITECTURES
 
 
 class Int8Options(msgspec.Struct, frozen=True, kw_only=True):
-    op_types: tuple[str, ...] = ("MatMul", "Attention")
+    op_types: tuple[str, ...] = ("MatMul", "Attention", "Gather", "EmbedLayerNormalization")
     per_channel: bool = True
     reduce_range: bool = True
 
@@ -35,14 +42,16 @@ class OptimizationOptions(msgspec.Struct, frozen=True, kw_only=True):
     int8: Int8Options = Int8Options()
 
 
-def fuse_graph(raw_path: Path, fused_path: Path, *, model_type: str, use_gpu: bool = False) -> bool:
+def fuse_graph(
+    raw_path: Path, fused_path: Path, *, model_type: str, fuse: bool = True, use_gpu: bool = False
+) -> bool:
     """Write the fused graph to `fused_path`; return False (writing an unfused copy)
     when the architecture's graph has nothing the BERT fusions recognise."""
     import onnx
     from onnxruntime.transformers.optimizer import optimize_model
 
     spec = SUPPORTED_ARCHITECTURES[model_type]
-    if not spec.bert_fusions:
+    if not (fuse and spec.bert_fusions):
         onnx.save(onnx.load(str(raw_path)), str(fused_path))
         return False
     optimized = optimize_model(

@@ -58,12 +58,15 @@ class Tolerance(msgspec.Struct, frozen=True, kw_only=True):
 # fp32 must match PyTorch to rounding error. int8 and fp16 change the numbers by
 # design; what a classifier/reranker user needs is the same decisions (top-1)
 # and the same ordering of scores (rank correlation over all inputs and labels).
-# int8 dynamic quantization typically keeps ~97-100% top-1 on real models; the
-# canned set is small, so one or two flips between near-tied labels must not fail
-# an otherwise good model. fp16 is far closer to fp32 than int8.
+# These bounds catch a broken variant (wrong kernels, saturated integer sums,
+# overflow: top-1 near chance, rank correlation far below 0.9); they are not a
+# quality guarantee, so the measured values are recorded in the manifest. They
+# must also accept a good int8 model whose logits barely vary (an untrained head
+# on real weights gives logits within +-0.05, where int8 noise alone moves ranks
+# of near-ties). fp16 is far closer to fp32 than int8.
 TOLERANCES: dict[str, Tolerance] = {
     "fp32": Tolerance(max_abs_diff=1e-4),
-    "int8": Tolerance(min_top1_agreement=0.85, min_rank_correlation=0.97),
+    "int8": Tolerance(min_top1_agreement=0.85, min_rank_correlation=0.9),
     "fp16": Tolerance(min_top1_agreement=0.95, min_rank_correlation=0.99),
 }
 
@@ -84,12 +87,13 @@ def build_batches(
     """Tokenize the canned inputs with transformers' tokenizer into int64 batches."""
     length = min(max_length, VALIDATION_MAX_LENGTH)
     long_text = " ".join([canned_inputs.LONG_PASSAGE] * 8)
-    pairs = list(zip(canned_inputs.QUERIES, canned_inputs.PASSAGES, strict=True))
+    # Every query against every passage: relevant and irrelevant pairs, as a reranker sees them.
+    pairs = [(query, passage) for query in canned_inputs.QUERIES for passage in canned_inputs.PASSAGES]
     raw_batches: list[tuple[list[str], list[str] | None]] = [
         ([canned_inputs.SINGLES[2]], None),  # batch 1, a few tokens
         ([canned_inputs.SINGLES[0]], None),
         (list(canned_inputs.SINGLES), None),  # batch 12, padded
-        ([q for q, _ in pairs], [p for _, p in pairs]),  # batch 6 pairs
+        ([q for q, _ in pairs], [p for _, p in pairs]),  # batch 36 pairs
         ([canned_inputs.QUERIES[0], canned_inputs.QUERIES[3]], [long_text, long_text]),  # longest
         ([long_text], None),
     ]
