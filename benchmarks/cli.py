@@ -45,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
 
         print(readme.write(args.readme))
         return 0
+    import signal
+
     import msgspec
 
     from benchmarks import environment, report
@@ -69,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
     except ManifestError as exc:
         print(f"error: {exc} (build the default with `make default-artifact` or pass --artifact)", file=sys.stderr)
         return 2
+    # SIGTERM (a CI timeout, `timeout`) unwinds like Ctrl-C, so every server is stopped on the way out.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     result = suite.run()
     written = report.write(result, output)
     print(f"wrote {', '.join(str(p) for p in written)}")

@@ -25,7 +25,7 @@ class ClassifyRequest(msgspec.Struct, frozen=True):
     consumer_group: str = "primary"
 
 
-def build_app(model_dir: str, threads: int) -> Any:
+def build_app(model_dir: str, threads: int, max_length: int | None = None) -> Any:
     import torch
     from litestar import Litestar, get, post
     from litestar.exceptions import HTTPException
@@ -33,6 +33,10 @@ def build_app(model_dir: str, threads: int) -> Any:
 
     torch.set_num_threads(threads)
     classifier = pipeline("text-classification", model=model_dir, tokenizer=model_dir, device="cpu")
+    if max_length is not None:
+        # Truncate where Slipstream truncates (the artifact's maximum); a tokenizer saved
+        # without model_max_length would otherwise not truncate at all.
+        classifier.tokenizer.model_max_length = max_length
     label_order = [classifier.model.config.id2label[i] for i in range(classifier.model.config.num_labels)]
     # One request at a time: a pipeline is not meant to be called concurrently,
     # and concurrent calls would only share the same cores.
@@ -74,10 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=3100)
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--max-length", type=int, default=None, help="truncate inputs to this many tokens")
     args = parser.parse_args(argv)
     import uvicorn
 
-    uvicorn.run(build_app(args.model_dir, args.threads), host=args.host, port=args.port, log_level="warning", access_log=False)
+    uvicorn.run(build_app(args.model_dir, args.threads, args.max_length), host=args.host, port=args.port, log_level="warning", access_log=False)
     return 0
 
 

@@ -17,8 +17,8 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 class Histogram(msgspec.Struct, frozen=True, kw_only=True):
-    upper_bounds: list[float]  # bucket upper edges ("le"), +inf last
-    counts: list[float]  # observations per bucket (not cumulative)
+    upper_bounds: list[float]  # finite bucket upper edges ("le"); JSON has no infinity
+    counts: list[float]  # observations per bucket (not cumulative); one more than bounds: the last is "above"
     total: float
     count: float
 
@@ -69,7 +69,7 @@ def _histogram(before: Samples, after: Samples, name: str) -> Histogram:
     running = [cumulative[b] for b in bounds]
     counts = [running[0]] + [b - a for a, b in zip(running, running[1:])] if running else []
     return Histogram(
-        upper_bounds=[float(b) for b in bounds],
+        upper_bounds=[float(b) for b in bounds if float(b) != float("inf")],
         counts=counts,
         total=_delta(_summed(after, f"{name}_sum"), _summed(before, f"{name}_sum")).get("", 0.0),
         count=_delta(_summed(after, f"{name}_count"), _summed(before, f"{name}_count")).get("", 0.0),

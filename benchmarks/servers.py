@@ -20,6 +20,15 @@ class ServerError(RuntimeError):
     """A server under test failed to start or died."""
 
 
+def die_with_parent() -> None:
+    """preexec_fn: on Linux, the child gets SIGKILL when the benchmark dies, so no server outlives a killed run."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -65,7 +74,9 @@ def running_server(
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
+            # Its own session: a Ctrl-C in the terminal reaches the benchmark, which stops the server in order.
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         try:
             wait_ready(process, port, ready_timeout_s, log_path)
@@ -74,7 +85,7 @@ def running_server(
             stop(process)
 
 
-def stop(process: subprocess.Popen[bytes], grace_s: float = 15.0) -> None:
+def stop(process: subprocess.Popen[bytes], grace_s: float = 40.0) -> None:
     if process.poll() is not None:
         return
     process.send_signal(signal.SIGTERM)
@@ -85,5 +96,8 @@ def stop(process: subprocess.Popen[bytes], grace_s: float = 15.0) -> None:
         process.wait()
 
 
-def pipeline_server_command(model_dir: Path | str, port: int, threads: int) -> list[str]:
-    return [sys.executable, "-m", "benchmarks.pipeline_server", str(model_dir), "--port", str(port), "--threads", str(threads)]
+def pipeline_server_command(model_dir: Path | str, port: int, threads: int, max_length: int) -> list[str]:
+    return [
+        sys.executable, "-m", "benchmarks.pipeline_server", str(model_dir),
+        "--port", str(port), "--threads", str(threads), "--max-length", str(max_length),
+    ]

@@ -41,8 +41,9 @@ class Profile(msgspec.Struct, frozen=True, kw_only=True):
     # The concurrency at which served and offline throughput are compared (the service issue's 32).
     compare_concurrency: int = 32
     slo_p99_ms: float = 100.0
-    offline_batch_size: int = 8
-    offline_max_seconds: float = 30.0
+    offline_batch_size: int = 8  # and the engine's largest batch
+    offline_texts: int = 600
+    offline_rounds: int = 3
     ready_timeout_s: float = 600.0
 
 
@@ -51,9 +52,9 @@ FULL = Profile(
     single=SingleTextSpec(count=2000),
     rerank=RerankSpec(count=120),
     warmup_s=2.0,
-    duration_s=8.0,
+    duration_s=6.0,
     concurrencies=[1, 4, 16, 32, 64],
-    rate_fractions=[0.2, 0.4, 0.6, 0.75, 0.9, 1.0, 1.2],
+    rate_fractions=[0.25, 0.5, 0.7, 0.85, 1.0, 1.15],
     rerank_concurrencies=[1, 4, 16],
     idle_requests=200,
 )
@@ -68,7 +69,8 @@ QUICK = Profile(
     rate_fractions=[0.5, 1.2],
     rerank_concurrencies=[4],
     idle_requests=20,
-    offline_max_seconds=5.0,
+    offline_texts=100,
+    offline_rounds=1,
     ready_timeout_s=180.0,
 )
 

@@ -22,9 +22,11 @@ from tqdm import tqdm
 from benchmarks import environment, server_metrics
 from benchmarks.http_client import fetch
 from benchmarks.loadgen import LoadPlan, Point, PointResult, RequestSet
-from benchmarks.servers import ServerError, free_port, pipeline_server_command, running_server
+from benchmarks.servers import ServerError, die_with_parent, free_port, pipeline_server_command, running_server
 from benchmarks.settings import Profile, ServerConfig, server_configs
 from benchmarks.workloads import Workload, length_histogram, rerank_requests, single_texts, token_lengths
+from slipstream.engines.buckets import padding_efficiency
+from slipstream.engines.platform import physical_cores
 from slipstream.manifest import TOKENIZER_FILE, load_manifest
 
 
@@ -55,6 +57,19 @@ class ConfigRun(msgspec.Struct, kw_only=True):
     info: dict[str, Any] | None = None  # the server's /info, when it has one
     points: list[PointRecord] = []
     error: str | None = None
+
+
+class OfflineCeiling(msgspec.Struct, frozen=True, kw_only=True):
+    """The served engine run directly on the single-text workload's bucketed batches."""
+
+    variant: str
+    device: str
+    providers: list[str]
+    texts: int
+    rounds: int  # median of this many timed passes, after a warm-up pass
+    sequences_per_s_by_batch_size: dict[int, float]
+    sequences_per_s: float  # the best of them: the ceiling
+    padding_efficiency: float  # real / padded tokens with the engine's buckets
 
 
 class ModelInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -96,7 +111,7 @@ class BenchReport(msgspec.Struct, kw_only=True):
     environment: environment.Environment
     model: ModelInfo
     workloads: list[WorkloadSummary]
-    offline: dict[str, Any] | None = None
+    offline: OfflineCeiling | None = None
     runs: list[ConfigRun] = []
     summary: Summary | None = None
     notes: list[str] = []
@@ -155,6 +170,7 @@ class LoadClient:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=open(work_dir / "loadgen.log", "ab"),  # noqa: SIM115 (owned by the process)
+            preexec_fn=die_with_parent,
         )
 
     def run(self, point: Point) -> PointResult:
@@ -250,17 +266,46 @@ class Suite:
         report.duration_s = time.monotonic() - started
         return report
 
-    def _offline(self, workload: Workload) -> dict[str, Any] | None:
-        """The engine alone on the same texts in bucketed batches: the ceiling served numbers are held to."""
+    def _offline(self, workload: Workload) -> OfflineCeiling | None:
+        """The served engine alone on the same texts in bucketed batches: the ceiling served numbers are held to.
+
+        Reuses the engines' offline benchmark (batching, interleaved timed passes)
+        on the engine `slipstream serve` would load here (same device and variant
+        choice, default settings), at batch 8 and at the engine's largest batch.
+        Runs before any server starts, so nothing else competes for the cores.
+        """
+        import statistics
+
         try:
             from benchmarks import offline
-        except ImportError:  # the engines' offline benchmark is not in this checkout
+            from slipstream.engines import load_engine
+        except ImportError:  # no engines stage in this checkout
             return None
-        return offline.served_ceiling(  # type: ignore[attr-defined, no-any-return]
-            self.artifact,
-            workload.flat_inputs(),
-            batch_size=self.profile.offline_batch_size,
-            max_seconds=self.profile.offline_max_seconds,
+        p = self.profile
+        engine = load_engine(self.artifact, device="auto")
+        description = engine.describe()
+        texts = workload.requests[: p.offline_texts]
+
+        def run(batch: dict[str, np.ndarray]) -> object:
+            return engine.run(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
+
+        by_batch_size: dict[int, float] = {}
+        lengths = np.zeros(0, dtype=np.int64)
+        for batch_size in sorted({p.offline_batch_size, engine.max_batch_size}):
+            batches, lengths = offline.bucketed_batches(
+                self.artifact / TOKENIZER_FILE, texts, engine.buckets, self.manifest.input_names, batch_size
+            )
+            passes, _ = offline.interleaved_passes({"engine": run}, batches, p.offline_rounds)
+            by_batch_size[batch_size] = len(lengths) / statistics.median(passes["engine"])
+        return OfflineCeiling(
+            variant=description.variant,
+            device=description.device,
+            providers=description.providers,
+            texts=len(texts),
+            rounds=p.offline_rounds,
+            sequences_per_s_by_batch_size=by_batch_size,
+            sequences_per_s=max(by_batch_size.values()),
+            padding_efficiency=padding_efficiency(engine.buckets, lengths),
         )
 
     def _server(self, config: ServerConfig, port: int) -> Any:
@@ -268,7 +313,9 @@ class Suite:
         if config.kind == "pipeline":
             assert self.model_dir is not None
             return running_server(
-                pipeline_server_command(self.model_dir, port, threads=_physical_cores()),
+                pipeline_server_command(
+                    self.model_dir, port, threads=physical_cores(), max_length=self.manifest.max_sequence_length
+                ),
                 port,
                 log,
                 self.profile.ready_timeout_s,
@@ -333,17 +380,6 @@ class Suite:
                 rerank = Point(mode="closed", workload="rerank", concurrency=c, label=f"rerank c={c}", **timing)
                 self._point(config, port, client, run, rerank)
                 bar.update()
-
-
-def _physical_cores() -> int:
-    try:
-        import psutil  # type: ignore[import-untyped]
-
-        return int(psutil.cpu_count(logical=False) or 1)
-    except ModuleNotFoundError:
-        import os
-
-        return os.cpu_count() or 1
 
 
 # -- summary -------------------------------------------------------------------
@@ -412,7 +448,7 @@ def summarize(report: BenchReport) -> Summary:
                 main.rps_at_compare_concurrency, other.rps_at_compare_concurrency
             )
     targets: dict[str, dict[str, Any]] = {}
-    offline_rate = (report.offline or {}).get("sequences_per_s")
+    offline_rate = report.offline.sequences_per_s if report.offline else None
     if main and offline_rate:
         value = _ratio(main.rps_at_compare_concurrency, offline_rate)
         targets["served_vs_offline"] = {"value": value, "target": 0.9, "met": value is not None and value >= 0.9}
