@@ -23,6 +23,7 @@ from slipstream.service.config import ConfigError, GroupSettings
 from slipstream.service.errors import InvalidInput, PayloadTooLarge
 from slipstream.service.inputs import Item
 from slipstream.service.metrics import GroupMetrics
+from slipstream.service.tokenize_queue import TokenizeQueue
 from slipstream.service.tokenization import EmptyInput, InputTooLong, TextEncoder, TruncationDirection
 
 Logits = npt.NDArray[np.float32]
@@ -95,6 +96,7 @@ class ModelGroup:
                 f"group {name!r}: the engine has {engine.num_labels} outputs but the manifest "
                 f"{manifest.num_labels} labels; the artifact is inconsistent, export it again"
             )
+        self.tokenize_queue = TokenizeQueue(self.encoder, tokenizer_executor)
         self.edges = bucket_edges(settings.buckets, engine.buckets, manifest.max_sequence_length)
         max_batch_size = settings.max_batch_size or engine.max_batch_size
         if max_batch_size > engine.max_batch_size:
@@ -176,16 +178,12 @@ class ModelGroup:
                 f"{self.settings.max_items_per_request}"
             )
         do_truncate = self.settings.truncate if truncate is None else truncate
-        loop = asyncio.get_running_loop()
         started = time.perf_counter()
         try:
-            encoded = await loop.run_in_executor(
-                self._tokenizer_executor,
-                lambda: self.encoder.encode(items, truncate=do_truncate, direction=direction),  # type: ignore[arg-type]
-            )
+            encoded = await self.tokenize_queue.encode(items, truncate=do_truncate, direction=direction)  # type: ignore[arg-type]
         except (InputTooLong, EmptyInput) as exc:
             raise InvalidInput(str(exc)) from None
-        except TypeError as exc:  # the tokenizer refused an input's type
+        except Exception as exc:  # the tokenizer refused an input outright
             raise InvalidInput(f"an input could not be tokenized: {exc}") from None
         tokenization_s = time.perf_counter() - started
         if self.metrics is not None:

@@ -45,6 +45,16 @@ class EncodedItems:
     def total_tokens(self) -> int:
         return int(self.offsets[-1])
 
+    def slice(self, start: int, stop: int) -> EncodedItems:
+        """Items [start, stop) as their own EncodedItems (views of the same ids)."""
+        first, last = int(self.offsets[start]), int(self.offsets[stop])
+        return EncodedItems(
+            ids=self.ids[first:last],
+            type_ids=None if self.type_ids is None else self.type_ids[first:last],
+            lengths=self.lengths[start:stop],
+            offsets=self.offsets[start : stop + 1] - first,
+        )
+
 
 def _flatten(encodings: list[Encoding], with_type_ids: bool) -> EncodedItems:
     count = len(encodings)
@@ -111,14 +121,21 @@ class TextEncoder:
         *,
         truncate: bool,
         direction: TruncationDirection = "right",
+        check: bool = True,
     ) -> EncodedItems:
-        """Tokenize a batch of texts or pairs; raise InputTooLong / EmptyInput."""
+        """Tokenize a batch of texts or pairs; raise InputTooLong / EmptyInput (unless not `check`)."""
         if truncate:
             encodings = self._encode_truncated(inputs, direction)
         else:
             encodings = self._plain.encode_batch_fast(inputs)
         encoded = _flatten(encodings, self.uses_token_type_ids)
-        if not truncate and encoded.lengths.size and int(encoded.lengths.max()) > self.max_length:
+        if check:
+            self.check(encoded, truncated=truncate)
+        return encoded
+
+    def check(self, encoded: EncodedItems, *, truncated: bool) -> None:
+        """Refuse inputs the model cannot take: over-long (when not truncated) or empty."""
+        if not truncated and encoded.lengths.size and int(encoded.lengths.max()) > self.max_length:
             index = int(np.argmax(encoded.lengths > self.max_length))
             raise InputTooLong(
                 f"input {index} has {int(encoded.lengths[index])} tokens; the model accepts at most "
@@ -127,7 +144,6 @@ class TextEncoder:
         if encoded.lengths.size and int(encoded.lengths.min()) == 0:
             index = int(np.argmin(encoded.lengths))
             raise EmptyInput(f"input {index} is empty after tokenization; the model cannot take it")
-        return encoded
 
     def _encode_truncated(
         self, inputs: list[str] | list[tuple[str, str]], direction: TruncationDirection

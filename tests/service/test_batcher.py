@@ -244,3 +244,29 @@ def test_close_fails_what_cannot_drain_in_time():
         assert any(isinstance(r, np.ndarray) for r in results)
 
     asyncio.run(scenario())
+
+
+def test_concurrent_tokenization_is_coalesced_and_errors_stay_with_their_request(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from slipstream.service.tokenization import InputTooLong, TextEncoder
+    from slipstream.service.tokenize_queue import TokenizeQueue
+    from tests.service.fake_artifact import MINILM_TOKENIZER
+
+    encoder = TextEncoder(MINILM_TOKENIZER, max_length=16, uses_token_type_ids=True)
+    requests = [["a b c"], [("q", "d " * 40)], ["x " * 40, "y"], [("q2", "d2"), "mixed"]]
+
+    async def scenario() -> list:
+        with ThreadPoolExecutor(1) as executor:
+            queue = TokenizeQueue(encoder, executor)
+            jobs = [queue.encode(r, truncate=True) for r in requests]
+            jobs.append(queue.encode(["z " * 40], truncate=False))
+            return await asyncio.gather(*jobs, return_exceptions=True)
+
+    *results, refused = asyncio.run(scenario())
+    assert isinstance(refused, InputTooLong)
+    for request, result in zip(requests, results, strict=True):
+        alone = encoder.encode(request, truncate=True)
+        np.testing.assert_array_equal(result.ids, alone.ids)
+        np.testing.assert_array_equal(result.type_ids, alone.type_ids)
+        np.testing.assert_array_equal(result.offsets, alone.offsets)
