@@ -193,28 +193,37 @@ def _single_points(run: ConfigRun, mode: str) -> list[PointRecord]:
 
 
 def _plot_latency(report: BenchReport, plt):  # type: ignore[no-untyped-def]
+    """Open loop against the offered rate (past saturation the achieved rate falls behind it: hollow
+    markers); closed loop against the achieved rate, each point labelled with its client count."""
     figure, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
-    for ax, mode, title in ((axes[0], "open", "Open loop (Poisson arrivals)"), (axes[1], "closed", "Closed loop (c clients)")):
+    for ax, mode in ((axes[0], "open"), (axes[1], "closed")):
         for i, run in enumerate(report.runs):
             points = _single_points(run, mode)
             if not points:
                 continue
             color = f"C{i}"
-            x = [r.result.achieved_rps for r in points]
-            ax.plot(x, [r.result.latency.p99_s * 1000 for r in points], "-o", color=color, label=f"{run.config.label} p99")
-            ax.plot(x, [r.result.latency.p50_s * 1000 for r in points], "--", color=color, alpha=0.7, label=f"{run.config.label} p50")
-            if mode == "closed":
-                for r in points:
-                    ax.annotate(f"c={r.result.point.concurrency}", (r.result.achieved_rps, r.result.latency.p99_s * 1000),
-                                fontsize=7, color=color, textcoords="offset points", xytext=(3, 3))
-        ax.axhline(report.profile.slo_p99_ms, color="grey", linestyle=":", label=f"objective p99 {report.profile.slo_p99_ms:g} ms")
+            x = [r.result.offered_rps if mode == "open" else r.result.achieved_rps for r in points]
+            p99 = [r.result.latency.p99_s * 1000 for r in points]
+            ax.plot(x, p99, "-", color=color, label=f"{run.config.label} p99")
+            ax.plot(x, [r.result.latency.p50_s * 1000 for r in points], "--", color=color, alpha=0.7,
+                    label=f"{run.config.label} p50")
+            for xi, yi, r in zip(x, p99, points, strict=True):
+                saturated = mode == "open" and r.result.achieved_rps < 0.95 * r.result.offered_rps
+                ax.plot([xi], [yi], "o", color=color, markerfacecolor="white" if saturated else color)
+                if mode == "closed":
+                    ax.annotate(f"c={r.result.point.concurrency}", (xi, yi), fontsize=7, color=color,
+                                textcoords="offset points", xytext=(3, 3))
+        ax.axhline(report.profile.slo_p99_ms, color="grey", linestyle=":",
+                   label=f"objective p99 {report.profile.slo_p99_ms:g} ms")
         ax.set_yscale("log")
-        ax.set_xlabel("achieved throughput (requests/s, single texts)")
-        ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_xlabel("offered load (requests/s, single texts)")
+    axes[0].set_title("Open loop (Poisson arrivals); hollow: achieved < 95% of offered")
+    axes[1].set_xlabel("achieved throughput (requests/s, single texts)")
+    axes[1].set_title("Closed loop (c clients)")
     axes[0].set_ylabel("latency (ms)")
     axes[0].legend(fontsize=7)
-    figure.suptitle(f"Latency against throughput, {report.environment.machine.name}")
+    figure.suptitle(f"Latency against load, {report.environment.machine.name}")
     return figure
 
 
