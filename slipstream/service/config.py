@@ -106,6 +106,12 @@ class ServiceSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     tokenizer_threads: Annotated[
         int, _doc("Threads that tokenize (the Rust tokenizer releases the GIL).")
     ] = 1
+    tokenizer_parallelism: Annotated[
+        bool,
+        _doc("Let the Rust tokenizer spread one batch over its own thread pool "
+             "(TOKENIZERS_PARALLELISM). Off: waking that pool costs more latency than it "
+             "saves when the engine already uses every core."),
+    ] = False
     access_log: Annotated[bool, _doc("Log every request (off: it costs CPU under load).")] = False
     log_level: Annotated[
         Literal["critical", "error", "warning", "info", "debug"], _doc("Log level.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 from types import FrameType
@@ -59,6 +60,8 @@ def serve(settings: ServiceSettings, *, engine_factory: EngineFactory = load_eng
         level=settings.log_level.upper(), stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # Read by the Rust tokenizer at each call; set before the first one.
+    os.environ["TOKENIZERS_PARALLELISM"] = "true" if settings.tokenizer_parallelism else "false"
     print("slipstream serve: effective configuration\n" + settings_as_toml_like(settings), file=sys.stderr, flush=True)
     app = create_app(settings, engine_factory=engine_factory)
     state: ServiceState = app.state.service
