@@ -17,10 +17,12 @@ class ArchitectureSpec(msgspec.Struct, frozen=True, kw_only=True):
     # Model types whose position ids start after the padding index (RoBERTa
     # family): max_position_embeddings - (pad_token_id + 1) positions are usable.
     position_offset_from_padding: bool = False
-    # Whether onnxruntime.transformers' BERT fusions (Attention, SkipLayerNorm,
-    # BiasGelu) apply to this graph. False: the graph is exported unfused and
-    # ONNX Runtime's own graph optimizations still run at session creation.
-    bert_fusions: bool = True
+    # Whether onnxruntime.transformers' BERT optimizer can fuse this model's
+    # self-attention into one Attention op. It needs symbolic shape inference,
+    # which takes seconds on graphs with relative or rotary attention where it
+    # fuses nothing more (DeBERTa, MPNet, ModernBERT): there it is skipped, and
+    # only SkipLayerNormalization / Gelu fusions apply.
+    attention_fusion: bool = True
 
 
 SUPPORTED_ARCHITECTURES: dict[str, ArchitectureSpec] = {
@@ -36,13 +38,18 @@ SUPPORTED_ARCHITECTURES: dict[str, ArchitectureSpec] = {
             display_name="XLM-RoBERTa",
             position_offset_from_padding=True,
         ),
-        ArchitectureSpec(model_type="deberta-v2", display_name="DeBERTa-v2 / DeBERTa-v3"),
+        ArchitectureSpec(
+            model_type="deberta-v2", display_name="DeBERTa-v2 / DeBERTa-v3", attention_fusion=False
+        ),
         ArchitectureSpec(model_type="electra", display_name="ELECTRA"),
         ArchitectureSpec(model_type="albert", display_name="ALBERT"),
         ArchitectureSpec(
-            model_type="mpnet", display_name="MPNet", position_offset_from_padding=True
+            model_type="mpnet",
+            display_name="MPNet",
+            position_offset_from_padding=True,
+            attention_fusion=False,
         ),
-        ArchitectureSpec(model_type="modernbert", display_name="ModernBERT"),
+        ArchitectureSpec(model_type="modernbert", display_name="ModernBERT", attention_fusion=False),
     )
 }
 

@@ -45,17 +45,25 @@ class OptimizationOptions(msgspec.Struct, frozen=True, kw_only=True):
 def fuse_graph(
     raw_path: Path, fused_path: Path, *, model_type: str, fuse: bool = True, use_gpu: bool = False
 ) -> bool:
-    """Write the fused graph to `fused_path`; return False (writing an unfused copy)
-    when the architecture's graph has nothing the BERT fusions recognise."""
+    """Write the fused graph to `fused_path` (an unfused copy when `fuse` is off);
+    return whether any fusion applied."""
     import onnx
+    from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
-    spec = SUPPORTED_ARCHITECTURES[model_type]
-    if not (fuse and spec.bert_fusions):
+    if not fuse:
         onnx.save(onnx.load(str(raw_path)), str(fused_path))
         return False
+    options = FusionOptions("bert")
+    options.enable_shape_inference = SUPPORTED_ARCHITECTURES[model_type].attention_fusion
     optimized = optimize_model(
-        str(raw_path), model_type="bert", num_heads=0, hidden_size=0, opt_level=0, use_gpu=use_gpu
+        str(raw_path),
+        model_type="bert",
+        num_heads=0,
+        hidden_size=0,
+        optimization_options=options,
+        opt_level=0,
+        use_gpu=use_gpu,
     )
     stats = optimized.get_fused_operator_statistics()
     optimized.save_model_to_file(str(fused_path))
