@@ -38,8 +38,6 @@ from slipstream.manifest import (
 if TYPE_CHECKING:
     from transformers import PretrainedConfig
 
-    from slipstream.export.validation import ValidationSet
-
 ALL_VARIANTS: tuple[str, ...] = get_args(VariantName)
 INTENDED_DEVICES: dict[str, list[str]] = {
     "fp32": ["cpu", "cuda", "tensorrt"],

@@ -35,6 +35,22 @@ def test_unknown_hub_id_while_offline(capsys, tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
+def test_unknown_hub_id_while_online(capsys, tmp_path: Path, monkeypatch) -> None:
+    """What transformers raises when the hub answers 404 (simulated: tests stay offline)."""
+    import huggingface_hub.constants
+
+    def not_on_the_hub(*args, **kwargs):
+        raise OSError(
+            "no-such-org/no-such-model is not a local folder and is not a valid model identifier "
+            "listed on 'https://huggingface.co/models'"
+        )
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", not_on_the_hub)
+    code, err = run_export(capsys, "no-such-org/no-such-model", str(tmp_path / "out"))
+    assert_one_line_error(code, err, "neither a local directory nor a model id on the Hugging Face hub")
+
+
 def test_missing_local_directory(capsys, tmp_path: Path) -> None:
     code, err = run_export(capsys, str(tmp_path / "nowhere"), str(tmp_path / "out"))
     assert_one_line_error(code, err, "no such directory")
