@@ -100,7 +100,10 @@ def server_configs(profile: Profile, include_pipeline: bool) -> list[ServerConfi
             name="slipstream-one-bucket",
             label="Slipstream, one bucket",
             kind="slipstream",
-            description="a single length bucket at the model's maximum: batching without length buckets",
+            description=(
+                "batching without length buckets: one bucket at the model's maximum, so every batch is padded "
+                "to it (the service has no pad-to-the-longest-in-the-batch mode, which would pad less)"
+            ),
             # SLIPSTREAM_BUCKETS is filled in with the model's maximum length at run time.
             env={"SLIPSTREAM_BUCKETS": "max"},
             concurrencies=few_concurrencies,
