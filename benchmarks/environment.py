@@ -12,7 +12,7 @@ from pathlib import Path
 import msgspec
 
 PACKAGES = (
-    "slipstream", "onnxruntime", "onnxruntime-gpu", "tokenizers", "numpy", "litestar", "uvicorn", "msgspec",
+    "slipstream", "onnxruntime", "onnxruntime-gpu", "tokenizers", "numpy", "litestar", "uvicorn", "uvloop", "httptools", "msgspec",
     "torch", "transformers", "optimum-onnx",
 )
 
