@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 
-from benchmarks.http_client import Connection, request_head
+from benchmarks.http_client import Connection, loop_factory, request_head
 from benchmarks.servers import free_port
 
 BODY = b'{"text":"How do I read a file line by line in Python?"}'
@@ -69,11 +69,13 @@ async def _httpx(port: int, requests: int, concurrency: int) -> None:
 
 def measure(client: str, port: int, requests: int, concurrency: int) -> float:
     """CPU microseconds per request in this process."""
-    run = _raw if client == "raw" else _httpx
-    asyncio.run(run(port, concurrency * 10, concurrency))  # connections and imports out of the way
-    cpu = time.process_time()
-    asyncio.run(run(port, requests, concurrency))
-    return (time.process_time() - cpu) / requests * 1e6
+    run = _httpx if client == "httpx" else _raw
+    factory = loop_factory() if client == "raw+uvloop" else None
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(run(port, concurrency * 10, concurrency))  # connections and imports out of the way
+        cpu = time.process_time()
+        runner.run(run(port, requests, concurrency))
+        return (time.process_time() - cpu) / requests * 1e6
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,9 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     server = subprocess.Popen([sys.executable, "-m", "benchmarks.client_cost", "--serve", str(port)])
     try:
         time.sleep(1.0)
-        for client in ("raw", "httpx"):
+        clients = ["raw", "httpx"] + (["raw+uvloop"] if loop_factory() else [])
+        for client in clients:
             cost = measure(client, port, args.requests, args.concurrency)
-            print(f"{client:6s} {cost:8.1f} us CPU per request ({args.requests} requests, {args.concurrency} concurrent)")
+            print(f"{client:10s} {cost:8.1f} us CPU per request ({args.requests} requests, {args.concurrency} concurrent)")
     finally:
         server.terminate()
         server.wait()

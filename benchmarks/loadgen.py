@@ -34,7 +34,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from benchmarks.http_client import Connection, HttpError, request_head
+from benchmarks.http_client import Connection, HttpError, loop_factory, request_head
 from benchmarks.stats import LatencySummary, summarize_latencies
 
 # Status codes the client records itself: no response within the timeout, or a broken connection.
@@ -324,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     args = argv if argv is not None else sys.argv[1:]
     plan = msgspec.msgpack.decode(Path(args[0]).read_bytes(), type=LoadPlan)
     encoder = msgspec.json.Encoder()
-    with asyncio.Runner() as loop:
+    with asyncio.Runner(loop_factory=loop_factory()) as loop:
         runner = _Runner(plan)
         try:
             for line in sys.stdin.buffer:
