@@ -66,6 +66,10 @@ def run(args: argparse.Namespace) -> int:
         suffix = "-quick" if args.quick else ""
         output = RESULTS_ROOT / f"{dt.date.today().isoformat()}-{machine}{suffix}"
     configs = args.configs.split(",") if args.configs else None
+    known = {"slipstream", "slipstream-batch1", "slipstream-one-bucket", "pipeline"}
+    if configs and not set(configs) <= known:
+        print(f"error: unknown configuration(s) {sorted(set(configs) - known)}; known: {sorted(known)}", file=sys.stderr)
+        return 2
     try:
         suite = Suite(profile, args.artifact, model_dir, output, configs=configs, progress=not args.no_progress)
     except ManifestError as exc:
