@@ -21,7 +21,7 @@ from litestar import Litestar, Request, Response, get, post
 from litestar.connection import ASGIConnection
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.handlers.base import BaseRouteHandler
-from litestar.openapi import OpenAPIConfig
+from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -192,8 +192,22 @@ def _json(body: Any, headers: dict[str, str] | None = None, status: int = 200) -
 
 # -- routes ------------------------------------------------------------------
 
-@post("/classify", status_code=200, summary="Classify texts or pairs (Takeoff)",
-      responses=None)
+def _error_specs(*statuses: int) -> dict[int, ResponseSpec]:
+    descriptions = {
+        400: "the body is not JSON", 401: "API key missing or wrong",
+        404: "unknown consumer group (the known ones are listed) or reader id",
+        413: "body, item count or token count over the limits",
+        422: "wrong shapes or types; an over-long input with truncate: false",
+        429: "queue full; see Retry-After", 503: "warming up or shutting down",
+        504: "the deadline passed before the work started",
+        500: "the engine failed on this request's batch (error_type engine)",
+    }
+    return {s: ResponseSpec(data_container=ErrorResponse, description=descriptions[s]) for s in statuses}
+
+
+INFERENCE_ERRORS = _error_specs(400, 401, 404, 413, 422, 429, 500, 503, 504)
+
+@post("/classify", status_code=200, summary="Classify texts or pairs (Takeoff)", responses=INFERENCE_ERRORS)
 async def classify(request: Request[Any, Any, Any], data: ClassifyRequest) -> Response[ClassifyResponse]:
     """Scores per label for a string, a list of strings, or a list of [first, second] pairs.
 
@@ -218,7 +232,7 @@ def _direction(value: str) -> str:
     return value.lower()
 
 
-@post("/predict", status_code=200, summary="Predict (text-embeddings-inference)")
+@post("/predict", status_code=200, summary="Predict (text-embeddings-inference)", responses=INFERENCE_ERRORS)
 async def predict(request: Request[Any, Any, Any], data: PredictRequest) -> Response[list[Prediction]]:
     """TEI's /predict: `[{"score", "label"}]` sorted by score, or a list of those for a batch.
 
@@ -243,7 +257,8 @@ async def predict(request: Request[Any, Any, Any], data: PredictRequest) -> Resp
     return _json(body, _timing_headers(request, scored))  # type: ignore[return-value]
 
 
-@post("/rerank", status_code=200, summary="Rerank documents for a query (text-embeddings-inference)")
+@post("/rerank", status_code=200, summary="Rerank documents for a query (text-embeddings-inference)",
+      responses=INFERENCE_ERRORS)
 async def rerank(request: Request[Any, Any, Any], data: RerankRequest) -> Response[list[Rank]]:
     """TEI's /rerank: `[{"index", "score", "text"?}]`, best first; `top_n` keeps the best n."""
     state = _state(request)
@@ -275,7 +290,8 @@ async def rerank(request: Request[Any, Any, Any], data: RerankRequest) -> Respon
     return _json(ranks, _timing_headers(request, scored))  # type: ignore[return-value]
 
 
-@post("/tokenize/{reader_id:str}", status_code=200, summary="Tokenize a text (Takeoff)")
+@post("/tokenize/{reader_id:str}", status_code=200, summary="Tokenize a text (Takeoff)",
+      responses=_error_specs(400, 401, 404, 413, 422))
 async def tokenize(request: Request[Any, Any, Any], reader_id: str, data: TokenizeRequest) -> TokenizeResponse:
     """The model's tokens for `text`, special tokens included; reader ids are listed in /info."""
     state = _state(request)
@@ -293,7 +309,7 @@ async def health() -> HealthResponse:
 
 
 @get("/ready", summary="Ready: every group warmed up every bucket (503 until then)",
-     opt={"public": True})
+     opt={"public": True}, responses=_error_specs(503))
 async def ready(request: Request[Any, Any, Any]) -> Response[ReadyResponse]:
     state = _state(request)
     groups = {name: group.ready for name, group in state.groups.items()}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from slipstream.service.config import build_settings
 from slipstream.service.server import serve
@@ -16,7 +17,8 @@ from tests.service.fakes import RecordingEngine
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("artifact")
+    parser.add_argument("artifact", nargs="?", default=None)
+    parser.add_argument("--config", type=Path, default=None)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--engine-delay-s", type=float, default=0.0)
     parser.add_argument("--engine-fail-on-id", type=int, default=None)
@@ -27,7 +29,8 @@ def main() -> int:
     cli_group = dict(item.split("=", 1) for item in args.set)
     cli_service = dict(item.split("=", 1) for item in args.service)
     cli_service.update(port=args.port, host="127.0.0.1", log_level="warning")
-    settings = build_settings(artifact=args.artifact, cli_service=cli_service, cli_group=cli_group)
+    settings = build_settings(artifact=args.artifact, config_file=args.config, cli_service=cli_service,
+                              cli_group=cli_group)
 
     def factory(group_settings, manifest):  # noqa: ANN001, ANN202
         edges = [8, 16, 32, manifest.max_sequence_length]

@@ -175,6 +175,8 @@ class TestOperations:
         assert {"/classify", "/predict", "/rerank", "/tokenize/{reader_id}", "/health", "/ready", "/info",
                 "/metrics"} <= set(paths)
         assert client.get("/docs").status_code == 200
+        classify = paths["/classify"]["post"]
+        assert {"200", "400", "404", "413", "422", "429", "503", "504"} <= set(classify["responses"])
 
 
 class TestErrors:
