@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -26,6 +27,9 @@ def staging_directory(output_dir: Path) -> Iterator[Path]:
     try:
         parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.partial-", dir=parent))
+        # mkdtemp makes the directory private (0700); the artifact should get the
+        # permissions an ordinary mkdir would, so that e.g. a container user can read it.
+        os.chmod(staging, 0o777 & ~_current_umask())
     except OSError as exc:
         raise ExportError(f"cannot write to {parent}: {exc.strerror or exc}") from None
     try:
@@ -33,6 +37,12 @@ def staging_directory(output_dir: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def publish(staging: Path, output_dir: Path, *, force: bool) -> None:

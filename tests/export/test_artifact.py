@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from datetime import datetime
 from pathlib import Path
@@ -36,6 +37,10 @@ def test_manifest_records_source_labels_activation_and_versions(tiny_artifact: P
     assert manifest.activation == "softmax"
     assert {"torch", "transformers", "optimum-onnx", "onnxruntime", "tokenizers"} <= set(manifest.versions)
     assert datetime.fromisoformat(manifest.created_at).tzinfo is not None
+    # Permissions of an ordinary mkdir (not mkdtemp's private 0700), so other users can read it.
+    umask = os.umask(0)
+    os.umask(umask)
+    assert tiny_artifact.stat().st_mode & 0o777 == 0o777 & ~umask
     assert sorted(path.name for path in tiny_artifact.iterdir()) == [
         "manifest.json",
         "model.fp32.onnx",
