@@ -20,7 +20,7 @@ from slipstream.engines.base import Engine, EngineDescription
 from slipstream.manifest import Manifest, load_manifest
 from slipstream.service.batcher import Batcher, BatcherMetrics
 from slipstream.service.config import ConfigError, GroupSettings
-from slipstream.service.errors import InvalidInput, PayloadTooLarge
+from slipstream.service.errors import DeadlineExceeded, InvalidInput, PayloadTooLarge
 from slipstream.service.inputs import Item
 from slipstream.service.metrics import GroupMetrics
 from slipstream.service.tokenize_queue import TokenizeQueue
@@ -188,6 +188,10 @@ class ModelGroup:
         tokenization_s = time.perf_counter() - started
         if self.metrics is not None:
             self.metrics.tokenization.observe(tokenization_s)
+        if timeout_s is not None:  # the deadline counts from arrival, tokenization included
+            timeout_s -= tokenization_s
+            if timeout_s <= 0:
+                raise DeadlineExceeded("the deadline passed before the work ran (during tokenization)")
         request = self.batcher.submit(encoded, timeout_s=timeout_s)
         logits = await request.future
         return Scored(logits, tokenization_s, request.queue_wait_s, request.inference_s)
