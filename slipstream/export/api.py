@@ -16,6 +16,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, get_args
 
+import msgspec
+
 from slipstream.export import canned_inputs
 from slipstream.export.architectures import SUPPORTED_ARCHITECTURES
 from slipstream.export.artifact_dir import check_destination, publish, staging_directory
@@ -193,6 +195,8 @@ def export_artifact(
             canned_inputs.SINGLES,
             list(zip(canned_inputs.QUERIES, canned_inputs.PASSAGES, strict=True)),
         )
+        # Checked before the slow steps: batching needs a pad token.
+        tokenizer_facts = tokenizer_info(source.tokenizer, uses_token_type_ids=False)
         raw_path = Path(scratch) / "model.raw.onnx"
         progress("exporting to ONNX")
         export_onnx(source.model, raw_path, opset=opset)
@@ -253,8 +257,8 @@ def export_artifact(
             max_sequence_length=max_length,
             input_names=input_names,
             output_name=output_name,
-            tokenizer=tokenizer_info(
-                source.tokenizer, uses_token_type_ids="token_type_ids" in input_names
+            tokenizer=msgspec.structs.replace(
+                tokenizer_facts, uses_token_type_ids="token_type_ids" in input_names
             ),
             variants=written,
             versions=library_versions(),
