@@ -98,9 +98,11 @@ class ServiceState:
         return group
 
     def begin_shutdown(self) -> None:
-        """Stop admitting work (503); what is queued still runs."""
+        """Stop admitting work (503); what is queued still runs.
+
+        Called from the signal handler, so it only sets flags (no locks).
+        """
         self.shutting_down = True
-        self.metrics.ready.set(0)
         for group in self.groups.values():
             group.batcher.stop_admitting()
 
@@ -117,7 +119,8 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def sigmoid(logits: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-logits))
+    # The tanh form cannot overflow for large negative logits, unlike 1 / (1 + exp(-x)).
+    return 0.5 * (1.0 + np.tanh(0.5 * logits))
 
 
 def activate(logits: np.ndarray, activation: str) -> np.ndarray:
@@ -462,7 +465,6 @@ async def _warm_up(state: ServiceState) -> None:
             log.error(state.warmup_error)
             return
     if state.ready:
-        state.metrics.ready.set(1)
         log.info("ready: %s", ", ".join(f"{g.name} ({g.description.device}, {g.description.variant})"
                                         for g in state.groups.values()))
 
@@ -482,6 +484,7 @@ def create_app(settings: ServiceSettings, *, engine_factory: EngineFactory = loa
     tokenizer_executor = ThreadPoolExecutor(settings.tokenizer_threads, thread_name_prefix="tokenizer")
     groups = load_groups(settings, metrics, tokenizer_executor, engine_factory)
     state = ServiceState(settings, groups, metrics, tokenizer_executor)
+    metrics.ready.set_function(lambda: 1.0 if state.ready else 0.0)
 
     async def on_startup(app: Litestar) -> None:
         for group in groups.values():
