@@ -66,11 +66,12 @@ class GroupSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     ] = 10.0
     max_queue_tokens: Annotated[
         int,
-        _doc("Backpressure: most tokens queued for this group; past it requests get 429."),
-    ] = 262_144
+        _doc("Backpressure: most tokens queued for this group; past it requests get 429. "
+             "The default holds one largest request (256 items x 512 tokens)."),
+    ] = 131_072
     max_items_per_request: Annotated[
         int, _doc("Most texts or pairs in one request; more gets 413.")
-    ] = 1024
+    ] = 256
     buckets: Annotated[
         list[int] | None,
         _doc("Sequence-length bucket edges (comma-separated on the command line); "
