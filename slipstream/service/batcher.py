@@ -48,7 +48,7 @@ Logits = npt.NDArray[np.float32]
 class BatcherMetrics(Protocol):
     """What the batcher reports; `metrics.GroupMetrics` sends it to Prometheus."""
 
-    def batch_ran(self, edge: int, items: int, real_tokens: int, seconds: float) -> None: ...
+    def batch_ran(self, edge: int, items: int, real_tokens: int, padded_length: int, seconds: float) -> None: ...
     def queue_waited(self, seconds: float) -> None: ...
     def queue_depth(self, items: int, tokens: int) -> None: ...
     def dropped(self, reason: str, items: int) -> None: ...
@@ -57,7 +57,7 @@ class BatcherMetrics(Protocol):
 
 
 class NullMetrics:
-    def batch_ran(self, edge: int, items: int, real_tokens: int, seconds: float) -> None: ...
+    def batch_ran(self, edge: int, items: int, real_tokens: int, padded_length: int, seconds: float) -> None: ...
     def queue_waited(self, seconds: float) -> None: ...
     def queue_depth(self, items: int, tokens: int) -> None: ...
     def dropped(self, reason: str, items: int) -> None: ...
@@ -142,6 +142,7 @@ class Batcher:
         batch_duration_millis: float,
         max_queue_tokens: int,
         pad_token_id: int,
+        pad_to_longest: bool = False,
         metrics: BatcherMetrics | None = None,
         clock: Callable[[], float] = time.perf_counter,
         name: str = "engine",
@@ -150,6 +151,9 @@ class Batcher:
         self.name = name
         self.max_queue_tokens = max_queue_tokens
         self.pad_token_id = pad_token_id
+        # False: pad to the bucket edge (fixed shapes: what GPU engines are warmed for).
+        # True: pad to the batch's longest item (a baseline; never past the edge).
+        self.pad_to_longest = pad_to_longest
         self.with_type_ids = "token_type_ids" in engine.input_names
         self.num_labels = engine.num_labels
         self.queues: BucketQueues[QueuedItem] = BucketQueues(
@@ -304,8 +308,10 @@ class Batcher:
                 if request.deadline_timer is not None:
                     request.deadline_timer.cancel()
         self.metrics.queue_depth(self.queues.items, self.queues.tokens)
+        real_tokens = sum(item.length for item in items)
+        padded_length = max(item.length for item in items) if self.pad_to_longest else edge
         try:
-            logits = await loop.run_in_executor(self._engine_thread, self._execute, items, edge)
+            logits = await loop.run_in_executor(self._engine_thread, self._execute, items, padded_length)
         except asyncio.CancelledError:  # close() gave up waiting: nobody will scatter this batch
             self._fail_items(items, Unavailable("the service shut down while this ran"))
             raise
@@ -316,18 +322,17 @@ class Batcher:
         finally:
             self._idle.set()
         seconds = self.clock() - started_at
-        real_tokens = sum(item.length for item in items)
         self.items_computed += len(items)
         self.batches_run += 1
-        self.metrics.batch_ran(edge, len(items), real_tokens, seconds)
+        self.metrics.batch_ran(edge, len(items), real_tokens, padded_length, seconds)
         if seconds > 0:
             rate = real_tokens / seconds
             self._tokens_per_s = rate if self._tokens_per_s == 0 else 0.8 * self._tokens_per_s + 0.2 * rate
         self._scatter(items, logits, batch_number, seconds)
 
-    def _execute(self, items: list[QueuedItem], edge: int) -> Logits:
+    def _execute(self, items: list[QueuedItem], length: int) -> Logits:
         """In the engine thread: pad and run."""
-        input_ids, attention_mask, token_type_ids = pad_batch(items, edge, self.pad_token_id, self.with_type_ids)
+        input_ids, attention_mask, token_type_ids = pad_batch(items, length, self.pad_token_id, self.with_type_ids)
         logits = self.engine.run(input_ids, attention_mask, token_type_ids)
         if logits.shape != (len(items), self.num_labels):
             raise RuntimeError(f"engine returned logits of shape {logits.shape}, expected {(len(items), self.num_labels)}")

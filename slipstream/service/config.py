@@ -77,6 +77,11 @@ class GroupSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         _doc("Sequence-length bucket edges (comma-separated on the command line); "
              "unset uses the engine's edges for its device."),
     ] = None
+    pad_to: Annotated[
+        Literal["bucket", "longest"],
+        _doc("Pad each batch to its bucket's edge (fixed shapes, warmed up) or to its longest "
+             "item (a baseline: with one bucket, batching without length buckets)."),
+    ] = "bucket"
     truncate: Annotated[
         bool,
         _doc("Truncate over-long inputs by default (a request's `truncate` overrides it)."),

@@ -114,6 +114,7 @@ class ModelGroup:
             batch_duration_millis=settings.batch_duration_millis,
             max_queue_tokens=settings.max_queue_tokens,
             pad_token_id=manifest.tokenizer.pad_token_id,
+            pad_to_longest=settings.pad_to == "longest",
             metrics=batcher_metrics,
             name=name,
         )

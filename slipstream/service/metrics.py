@@ -94,7 +94,7 @@ class GroupMetrics:
         self._padded_total = 0
         self._per_bucket: dict[int, tuple[Histogram, Histogram, Histogram]] = {}
 
-    def batch_ran(self, edge: int, items: int, real_tokens: int, seconds: float) -> None:
+    def batch_ran(self, edge: int, items: int, real_tokens: int, padded_length: int, seconds: float) -> None:
         children = self._per_bucket.get(edge)
         if children is None:
             labels = (self._group, str(edge))
@@ -104,14 +104,15 @@ class GroupMetrics:
                 self._m.batch_padded_tokens.labels(*labels),
             )
         inference, batch_size, padded = children
+        padded_tokens = items * padded_length
         inference.observe(seconds)
         batch_size.observe(items)
-        padded.observe(items * edge)
+        padded.observe(padded_tokens)
         self._real.inc(real_tokens)
-        self._padded.inc(items * edge)
+        self._padded.inc(padded_tokens)
         self._computed.inc(items)
         self._real_total += real_tokens
-        self._padded_total += items * edge
+        self._padded_total += padded_tokens
         self._efficiency.set(self._real_total / self._padded_total)
 
     def queue_waited(self, seconds: float) -> None:

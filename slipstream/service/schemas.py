@@ -121,6 +121,7 @@ class BatchingInfo(msgspec.Struct, kw_only=True):
     batch_duration_millis: float
     max_queue_tokens: int
     max_items_per_request: int
+    pad_to: str
     truncate: bool
 
 

@@ -270,3 +270,19 @@ def test_concurrent_tokenization_is_coalesced_and_errors_stay_with_their_request
         np.testing.assert_array_equal(result.ids, alone.ids)
         np.testing.assert_array_equal(result.type_ids, alone.type_ids)
         np.testing.assert_array_equal(result.offsets, alone.offsets)
+
+
+def test_pad_to_longest_pads_each_batch_to_its_longest_item_only():
+    engine = RecordingEngine([32], max_batch_size=4)
+
+    async def scenario() -> list[np.ndarray]:
+        batcher = make_batcher(engine, edges=[32], pad_to_longest=True)
+        await batcher.start()
+        results = await asyncio.gather(batcher.infer(encoded([[1] * 5, [2] * 9])), batcher.infer(encoded([[3] * 2])))
+        await batcher.close(1.0)
+        return results
+
+    first, second = asyncio.run(scenario())
+    assert all(length <= 9 for _, length in engine.batches)
+    np.testing.assert_array_equal(first[1], RecordingEngine.reference(np.array([2] * 9), np.array([0] * 9)))
+    np.testing.assert_array_equal(second[0], RecordingEngine.reference(np.array([3] * 2), np.array([1] * 2)))
