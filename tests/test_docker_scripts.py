@@ -67,6 +67,15 @@ def test_export_script_writes_the_variants_of_the_chosen_runtime(exported_artifa
     assert manifest.num_labels == 3
 
 
+def test_export_script_for_the_cuda_image_writes_fp16(tmp_path, tiny_model_factory):
+    out = tmp_path / "artifact"
+    subprocess.run(
+        ["bash", str(SCRIPTS / "docker-export.sh"), str(tiny_model_factory("bert", 3)), str(out), "gpu"],
+        env=_env(), cwd=REPO, check=True, timeout=300,
+    )
+    assert sorted(load_manifest(out).variants) == ["fp16", "fp32"]
+
+
 def test_export_script_refuses_an_unknown_runtime(tmp_path):
     result = subprocess.run(
         ["bash", str(SCRIPTS / "docker-export.sh"), "some/model", str(tmp_path / "out"), "tpu"],

