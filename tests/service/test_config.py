@@ -97,3 +97,11 @@ def test_every_setting_is_documented():
     for struct in (ServiceSettings, GroupSettings):
         for name, _, description in describe_fields(struct):
             assert description, name
+
+
+def test_a_yaml_config_file_reads_like_toml(tmp_path: Path):
+    config = tmp_path / "slipstream.yaml"
+    config.write_text("port: 4100\ngroups:\n  primary:\n    artifact: /a\n    max_batch_size: 4\n  nli:\n    artifact: /b\n")
+    settings = build_settings(config_file=config, environ={})
+    assert settings.port == 4100
+    assert settings.groups["primary"].max_batch_size == 4 and settings.groups["nli"].artifact == "/b"
