@@ -47,6 +47,21 @@ def test_fp32_graph_is_fused_for_onnx_runtime(bert_all_variants: Path) -> None:
     assert ops["BiasGelu"] + ops["FastGelu"] + ops["Gelu"] >= 2
 
 
+def test_fused_graph_honours_any_attention_mask_not_just_right_padding(
+    bert_all_variants: Path, tiny_model_factory: Callable[..., Path]
+) -> None:
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    ids = np.array([[0, 0, 2, 50, 60, 70, 3], [2, 50, 60, 70, 3, 0, 0], [2, 50, 0, 60, 70, 3, 0]])
+    inputs = {"input_ids": ids, "attention_mask": (ids != 0).astype(np.int64), "token_type_ids": np.zeros_like(ids)}
+    session = ort.InferenceSession(str(bert_all_variants / "model.fp32.onnx"), providers=["CPUExecutionProvider"])
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_factory("bert")).eval()
+    with torch.inference_mode():
+        expected = model(**{k: torch.from_numpy(v) for k, v in inputs.items()}).logits.numpy()
+    np.testing.assert_allclose(session.run(None, inputs)[0], expected, atol=1e-4, rtol=0)
+
+
 def test_int8_variant_is_quantized_and_smaller(bert_all_variants: Path) -> None:
     ops = _op_counts(bert_all_variants / "model.int8.onnx")
     assert ops["DynamicQuantizeLinear"] + ops["DynamicQuantizeMatMul"] + ops["QAttention"] > 0
