@@ -12,9 +12,9 @@ from slipstream.engines.onnx_engine import OnnxEngine
 
 @pytest.fixture(scope="session")
 def bert_fp32_engine(tiny_artifact: Path) -> OnnxEngine:
-    return load_engine(tiny_artifact, device="cpu", variant="fp32", settings=EngineSettings(max_batch_size=16))
+    return load_engine(tiny_artifact, device="cpu", variant="fp32", settings=EngineSettings(max_batch_size=64))
 
 
 @pytest.fixture(scope="session")
 def bert_int8_engine(tiny_artifact: Path) -> OnnxEngine:
-    return load_engine(tiny_artifact, device="cpu", settings=EngineSettings(max_batch_size=16))
+    return load_engine(tiny_artifact, device="cpu", settings=EngineSettings(max_batch_size=64))

@@ -104,7 +104,7 @@ def test_a_model_without_token_type_ids_ignores_them(tiny_artifact_factory) -> N
     [
         ((2, 8), (2, 9), "of one shape"),
         ((8,), (8,), r"\[batch, length\]"),
-        ((17, 8), (17, 8), "outside 1..max_batch_size=16"),
+        ((65, 8), (65, 8), "outside 1..max_batch_size=64"),
         ((1, 513), (1, 513), "exceeds the largest bucket 512"),
     ],
 )
