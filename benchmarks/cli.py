@@ -18,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help="benchmark the service against baselines; write JSON, Markdown and plots",
         description=(
             "Run the benchmark suite on this machine: the offline engine, then Slipstream with its defaults, "
-            "with batching off and with a single length bucket, and a transformers pipeline baseline, each "
+            "with batching off and without length buckets, and a transformers pipeline baseline, each "
             "under closed-loop and open-loop (Poisson) load. Results go to "
             "benchmarks/results/<date>-<machine>/ (results.json, results.md, PNG plots)."
         ),
@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--quick", action="store_true", help="a smoke run: fewer, shorter points (under 2 minutes)")
     parser.add_argument("--output", type=Path, default=None, help="result directory (default: under benchmarks/results/)")
     parser.add_argument("--configs", default=None,
-                        help="comma-separated subset of: slipstream, slipstream-batch1, slipstream-one-bucket, pipeline")
+                        help="comma-separated subset of: slipstream, slipstream-batch1, slipstream-no-buckets, pipeline")
     parser.add_argument("--slo-ms", type=float, default=None, help="latency objective for p99 (default 100 ms)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--readme", type=Path, default=None, metavar="RESULT_DIR",
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         suffix = "-quick" if args.quick else ""
         output = RESULTS_ROOT / f"{dt.date.today().isoformat()}-{machine}{suffix}"
     configs = args.configs.split(",") if args.configs else None
-    known = {"slipstream", "slipstream-batch1", "slipstream-one-bucket", "pipeline"}
+    known = {"slipstream", "slipstream-batch1", "slipstream-no-buckets", "pipeline"}
     if configs and not set(configs) <= known:
         print(f"error: unknown configuration(s) {sorted(set(configs) - known)}; known: {sorted(known)}", file=sys.stderr)
         return 2

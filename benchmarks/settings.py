@@ -97,15 +97,14 @@ def server_configs(profile: Profile, include_pipeline: bool) -> list[ServerConfi
             rate_fractions=few_rates,
         ),
         ServerConfig(
-            name="slipstream-one-bucket",
-            label="Slipstream, one bucket",
+            name="slipstream-no-buckets",
+            label="Slipstream, no length buckets",
             kind="slipstream",
             description=(
-                "batching without length buckets: one bucket at the model's maximum, so every batch is padded "
-                "to it (the service has no pad-to-the-longest-in-the-batch mode, which would pad less)"
+                "batching without length buckets: one queue for all lengths, each batch padded to its longest item"
             ),
             # SLIPSTREAM_BUCKETS is filled in with the model's maximum length at run time.
-            env={"SLIPSTREAM_BUCKETS": "max"},
+            env={"SLIPSTREAM_BUCKETS": "max", "SLIPSTREAM_PAD_TO": "longest"},
             concurrencies=few_concurrencies,
             rate_fractions=few_rates,
         ),

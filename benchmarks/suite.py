@@ -440,7 +440,7 @@ def summarize(report: BenchReport) -> Summary:
     by_name = {run.config.name: config_summary(run, profile) for run in report.runs if run.points}
     main = by_name.get("slipstream")
     ratios: dict[str, float | None] = {}
-    for baseline in ("pipeline", "slipstream-batch1", "slipstream-one-bucket"):
+    for baseline in ("pipeline", "slipstream-batch1", "slipstream-no-buckets"):
         other = by_name.get(baseline)
         if main and other:
             ratios[f"at_slo_vs_{baseline}"] = _ratio(main.throughput_at_slo_rps, other.throughput_at_slo_rps)
