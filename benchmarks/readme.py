@@ -64,9 +64,8 @@ def render(report: BenchReport, result_dir: Path, output: Path) -> str:
         ]
         lines.append("")
         if s.ratios:
-            lines += ["Ratios, all from the same run on the same machine:", ""]
-            lines += [f"- {name.replace('_', ' ')}: {_num(value, 2)}x" for name, value in s.ratios.items()]
-            lines.append("")
+            lines += ["Slipstream against the baselines, all from the same run on the same machine:", ""]
+            lines += report_module.ratio_table(report)
         if s.targets:
             lines += ["| service target | measured | goal | met |", "|---|---|---|---|"]
             for name, target in s.targets.items():
