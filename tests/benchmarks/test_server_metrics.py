@@ -11,11 +11,11 @@ from slipstream.service.metrics import ServiceMetrics
 def test_the_difference_covers_only_what_happened_between_scrapes() -> None:
     metrics = ServiceMetrics()
     group = metrics.group("primary")
-    group.batch_ran(edge=64, items=8, real_tokens=300, seconds=0.010)  # before the point
+    group.batch_ran(edge=64, items=8, real_tokens=300, padded_length=64, seconds=0.010)  # before the point
     before = server_metrics.parse(metrics.render().decode())
 
-    group.batch_ran(edge=16, items=4, real_tokens=40, seconds=0.002)
-    group.batch_ran(edge=32, items=2, real_tokens=48, seconds=0.003)
+    group.batch_ran(edge=16, items=4, real_tokens=40, padded_length=16, seconds=0.002)
+    group.batch_ran(edge=32, items=2, real_tokens=48, padded_length=32, seconds=0.003)
     group.rejected("queue_full")
     after = server_metrics.parse(metrics.render().decode())
 
