@@ -52,7 +52,7 @@ FULL = Profile(
     single=SingleTextSpec(count=2000),
     rerank=RerankSpec(count=120),
     warmup_s=2.0,
-    duration_s=6.0,
+    duration_s=8.0,
     concurrencies=[1, 4, 16, 32, 64],
     rate_fractions=[0.25, 0.5, 0.7, 0.85, 1.0, 1.15],
     rerank_concurrencies=[1, 4, 16],
