@@ -11,6 +11,7 @@ import asyncio
 import json
 import random
 import shutil
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -158,6 +159,7 @@ def test_info_describes_the_real_engine(server):
     assert group["device"] == "cpu" and group["variant"] == "fp32"
     assert "CPUExecutionProvider" in group["providers"]
     assert group["batching"]["max_batch_size"] == 8
+    assert "effective configuration" in server.log() and "max_batch_size = 8" in server.log()
 
 
 @pytest.fixture(scope="module")
@@ -182,3 +184,13 @@ def test_an_engine_failure_fails_only_its_batch_and_the_service_keeps_serving(br
         assert good.status_code == 200
         assert httpx.get(f"{srv.url}/health").status_code == 200
         assert srv.metric("slipstream_engine_failures_total") == 1
+
+
+def test_a_device_that_is_not_there_is_a_one_line_error(classifier_artifact: Path):
+    result = subprocess.run(
+        [sys.executable, "-m", "slipstream.cli", "serve", str(classifier_artifact), "--device", "cuda",
+         "--port", str(free_port())],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2
+    assert "slipstream serve:" in result.stderr and "Traceback" not in result.stderr
