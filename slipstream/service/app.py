@@ -210,6 +210,7 @@ def _error_specs(*statuses: int) -> dict[int, ResponseSpec]:
 
 INFERENCE_ERRORS = _error_specs(400, 401, 404, 413, 422, 429, 500, 503, 504)
 
+
 @post("/classify", status_code=200, summary="Classify texts or pairs (Takeoff)", responses=INFERENCE_ERRORS)
 async def classify(request: Request[Any, Any, Any], data: ClassifyRequest) -> Response[ClassifyResponse]:
     """Scores per label for a string, a list of strings, or a list of [first, second] pairs.
