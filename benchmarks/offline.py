@@ -50,6 +50,11 @@ class RunnerResult(msgspec.Struct, frozen=True, kw_only=True):
     runner: str  # "pytorch-fp32-eager" or "slipstream-<variant>"
     median_pass_s: float
     passes_s: list[float]
+    # Process CPU time of the median pass: on a machine shared with other
+    # work, wall time includes waiting for a core, CPU time does not (with one
+    # thread and no spinning it is the cleanest measure of the work done).
+    median_pass_cpu_s: float
+    speedup_vs_pytorch_cpu_time: float
     sequences_per_s: float
     real_tokens_per_s: float
     speedup_vs_pytorch: float
@@ -145,24 +150,26 @@ def bucketed_batches(
 
 def interleaved_passes(
     runners: dict[str, Callable[[Batch], object]], batches: list[tuple[int, Batch]], rounds: int
-) -> tuple[dict[str, list[float]], dict[str, list[list[float]]]]:
-    """Pass times per runner and per-batch times (runner -> batch -> times), interleaved by round."""
+) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, list[list[float]]]]:
+    """Wall and CPU time per pass and per-batch wall times (runner -> batch -> times), interleaved by round."""
     for run in runners.values():  # warm-up pass: allocations, lazy init
         for _, batch in batches:
             run(batch)
     passes: dict[str, list[float]] = {name: [] for name in runners}
+    cpu_passes: dict[str, list[float]] = {name: [] for name in runners}
     per_batch: dict[str, list[list[float]]] = {name: [[] for _ in batches] for name in runners}
     clock = time.perf_counter
     for _ in range(rounds):
         for name, run in runners.items():
             times = per_batch[name]
-            pass_start = clock()
+            pass_start, cpu_start = clock(), time.process_time()
             for index, (_, batch) in enumerate(batches):
                 start = clock()
                 run(batch)
                 times[index].append(clock() - start)
             passes[name].append(clock() - pass_start)
-    return passes, per_batch
+            cpu_passes[name].append(time.process_time() - cpu_start)
+    return passes, cpu_passes, per_batch
 
 
 def per_bucket_results(
@@ -234,6 +241,14 @@ def run_benchmark(args: argparse.Namespace) -> Report:
         for variant in args.variants
         if variant in manifest.variants
     }
+    if args.also_spinning:
+        # Same engines with the intra-op pool spinning, measured side by side.
+        spinning = msgspec.structs.replace(settings, cpu=msgspec.structs.replace(settings.cpu, allow_spinning=True))
+        for variant in list(args.variants):
+            if variant in manifest.variants:
+                engines[f"slipstream-{variant}-spinning"] = load_engine(
+                    artifact, device="cpu", variant=variant, settings=spinning
+                )
     buckets = next(iter(engines.values())).buckets
     workload = workloads.single_texts(workloads.SingleTextSpec(count=args.texts))
     batches, lengths = bucketed_batches(
@@ -259,14 +274,17 @@ def run_benchmark(args: argparse.Namespace) -> Report:
     print(f"{len(batches)} batches of up to {args.batch_size}, {len(lengths)} texts, "
           f"{int(lengths.sum())} real tokens; {args.rounds} interleaved rounds on {threads} threads")
     load_start = [round(x, 2) for x in os.getloadavg()]
-    passes, per_batch = interleaved_passes(runners, batches, args.rounds)
+    passes, cpu_passes, per_batch = interleaved_passes(runners, batches, args.rounds)
     baseline = statistics.median(passes["pytorch-fp32-eager"])
+    cpu_baseline = statistics.median(cpu_passes["pytorch-fp32-eager"])
     runner_results = []
     for name, times in passes.items():
         median = statistics.median(times)
+        cpu_median = statistics.median(cpu_passes[name])
         runner_results.append(
             RunnerResult(
                 runner=name, median_pass_s=median, passes_s=times,
+                median_pass_cpu_s=cpu_median, speedup_vs_pytorch_cpu_time=cpu_baseline / cpu_median,
                 sequences_per_s=len(lengths) / median, real_tokens_per_s=float(lengths.sum()) / median,
                 speedup_vs_pytorch=baseline / median,
             )
@@ -317,13 +335,13 @@ def render_markdown(report: Report) -> str:
         f"median of {report.rounds} interleaved passes. Load average (1 min) "
         f"{report.load_average_start[0]} at start, {report.load_average_end[0]} at end.",
         "",
-        "| runner | median pass (s) | sequences/s | real tokens/s | vs PyTorch |",
-        "|---|---:|---:|---:|---:|",
+        "| runner | median pass (s) | sequences/s | real tokens/s | vs PyTorch (wall) | CPU s/pass | vs PyTorch (CPU time) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in report.runners:
         lines.append(
             f"| {r.runner} | {r.median_pass_s:.3f} | {r.sequences_per_s:.1f} | {r.real_tokens_per_s:.0f} | "
-            f"{r.speedup_vs_pytorch:.2f}x |"
+            f"{r.speedup_vs_pytorch:.2f}x | {r.median_pass_cpu_s:.3f} | {r.speedup_vs_pytorch_cpu_time:.2f}x |"
         )
     lines += ["", "Padding efficiency (real / padded tokens) on this workload:", ""]
     lines += [f"- {name}: {value:.3f}" for name, value in report.padding_efficiency.items()]
@@ -367,6 +385,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0, help="0 = physical cores")
     parser.add_argument("--spinning", action="store_true", help="let ORT's intra-op threads spin")
+    parser.add_argument("--also-spinning", action="store_true", help="add spinning twins of each variant")
     parser.add_argument("--sweep-buckets", type=_int_list, default=[16, 32, 64, 128, 256, 512])
     parser.add_argument("--sweep-batch-sizes", type=_int_list, default=[1, 8, 32])
     parser.add_argument("--sweep-iterations", type=int, default=5, help="0 skips the shape sweep")

@@ -139,10 +139,9 @@ def _load_on(
         providers = session.get_providers()
         options |= {f"cuda.{name}": value for name, value in cuda_options.items()}
     else:
-        runners, runner_of_bucket, trt_options = _tensorrt_runners(
+        runners, runner_of_bucket, trt_options, providers = _tensorrt_runners(
             model_path, manifest, variant.sha256, variant_name, buckets, settings, platform, session_options
         )
-        providers = [TENSORRT_PROVIDER, CUDA_PROVIDER, CPU_PROVIDER]
         options |= trt_options
     spec = EngineSpec(
         variant=variant_name,
@@ -173,7 +172,7 @@ def _tensorrt_runners(
     settings: EngineSettings,
     platform: Platform,
     session_options: ort.SessionOptions,
-) -> tuple[list[Runner], list[int], dict[str, str]]:
+) -> tuple[list[Runner], list[int], dict[str, str], list[str]]:
     """One session per shape profile; nodes TensorRT rejects run on CUDA (listed before CPU)."""
     trt_settings = settings.tensorrt
     profiles = tensorrt.build_profiles(buckets, settings.max_batch_size, trt_settings.profiles)
@@ -184,6 +183,7 @@ def _tensorrt_runners(
     )
     runners: list[Runner] = []
     first_options: dict[str, str] = {}
+    providers: list[str] = []
     for profile in profiles:
         key = tensorrt.CacheKey(
             model_sha256=model_sha256,
@@ -203,6 +203,7 @@ def _tensorrt_runners(
             [(TENSORRT_PROVIDER, trt_options), (CUDA_PROVIDER, cuda_options), CPU_PROVIDER],
             session_options,
         )
+        providers = providers or session.get_providers()
         runners.append(
             cuda.DeviceBoundRunner(
                 session, list(manifest.input_names), manifest.output_name, manifest.num_labels,
@@ -217,4 +218,4 @@ def _tensorrt_runners(
     for name in ("trt_fp16_enable", "trt_layer_norm_fp32_fallback", "trt_builder_optimization_level"):
         described[f"tensorrt.{name}"] = first_options[name]
     described |= {f"cuda.{name}": value for name, value in cuda_options.items()}
-    return runners, runner_of_bucket, described
+    return runners, runner_of_bucket, described, providers
