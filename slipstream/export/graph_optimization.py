@@ -16,7 +16,7 @@ Why these choices (measured on MiniLM-L6, see docs/export.md):
   file about 3.5x smaller than fp32. Measured on all-MiniLM-L6-v2 here, one
   thread, batch 8, bucketed English text: quantizing MatMul alone was ~10%
   slower; with Attention included, every op set and scale option we tried ran
-  within 3% of each other, ~1.4x faster than fused fp32, and this choice agreed
+  within 3% of each other, 1.25-1.5x faster than fused fp32, and this choice agreed
   best with PyTorch (Spearman 0.99 vs 0.97 for per-tensor, full-range).
 * fp16 converts the fused graph with input and output types kept (int64 ids in,
   fp32 logits out), so clients never see half precision.
