@@ -57,6 +57,7 @@ class DeviceBoundRunner:
         num_labels: int,
         device_id: int,
         cuda_graphs: bool,
+        device_type: str = "cuda",  # "cpu" lets tests exercise the binding logic without a GPU
     ) -> None:
         self._session = session
         self._input_names = input_names
@@ -64,17 +65,18 @@ class DeviceBoundRunner:
         self._num_labels = num_labels
         self._device_id = device_id
         self._cuda_graphs = cuda_graphs
+        self._device_type = device_type
         self._bindings: dict[tuple[int, int], _ShapeBinding] = {}
 
     def _bind(self, shape: tuple[int, int]) -> _ShapeBinding:
         binding = self._session.io_binding()
         inputs = {}
         for name in self._input_names:
-            value = ort.OrtValue.ortvalue_from_shape_and_type(list(shape), np.int64, "cuda", self._device_id)
+            value = ort.OrtValue.ortvalue_from_shape_and_type(list(shape), np.int64, self._device_type, self._device_id)
             binding.bind_ortvalue_input(name, value)
             inputs[name] = value
         output = ort.OrtValue.ortvalue_from_shape_and_type(
-            [shape[0], self._num_labels], np.float32, "cuda", self._device_id
+            [shape[0], self._num_labels], np.float32, self._device_type, self._device_id
         )
         binding.bind_ortvalue_output(self._output_name, output)
         run_options = ort.RunOptions()

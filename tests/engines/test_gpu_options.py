@@ -134,3 +134,22 @@ def test_settings_decode_from_plain_config_and_reject_typos() -> None:
         msgspec.convert({"buckets": [32, 16]}, EngineSettings)
     with pytest.raises(ValueError, match="max_batch_size"):
         EngineSettings(max_batch_size=0)
+
+
+def test_device_bound_runner_reuses_one_binding_per_shape_and_returns_only_logits(tiny_artifact: Path) -> None:
+    # The CUDA runner's binding logic, run on host memory with the CPU provider.
+    import numpy as np
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(tiny_artifact / "model.fp32.onnx"), providers=["CPUExecutionProvider"])
+    runner = cuda.DeviceBoundRunner(session, INPUTS, "logits", 3, 0, cuda_graphs=False, device_type="cpu")
+    rng = np.random.default_rng(0)
+    for batch, length in [(2, 16), (5, 32), (2, 16), (2, 16), (1, 8)]:
+        ids = rng.integers(5, 200, size=(batch, length), dtype=np.int64)
+        feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+        got = runner.run(feeds)
+        (want,) = session.run(["logits"], feeds)
+        np.testing.assert_allclose(got, want, atol=1e-6)
+        assert got.shape == (batch, 3)
+    assert runner.bound_shapes == [(1, 8), (2, 16), (5, 32)]
+    assert runner.warmup_runs == 1
