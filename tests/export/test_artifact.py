@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 from tokenizers import Tokenizer
-from transformers import BertTokenizer
+from transformers import BertTokenizer, DebertaV2Tokenizer
 
 from slipstream.cli import main
 from slipstream.export import canned_inputs, validation
 from slipstream.export.api import export_artifact, export_model
 from slipstream.manifest import FORMAT_VERSION, load_manifest
+from tests.export.tiny_models import write_sentencepiece_deberta_tokenizer
 
 
 def _copy_model(source: Path, destination: Path, **config_changes) -> Path:
@@ -92,6 +93,23 @@ def test_a_slow_only_tokenizer_is_converted_and_pairs_match_it(tmp_path: Path, t
         encoding = written.encode(query, passage)
         assert encoding.ids == expected["input_ids"]
         assert encoding.type_ids == expected["token_type_ids"]
+
+
+def test_a_sentencepiece_only_tokenizer_is_converted_and_pairs_match_it(tmp_path: Path, tiny_model_factory) -> None:
+    model = _copy_model(tiny_model_factory("deberta-v2"), tmp_path / "model")
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (model / name).unlink(missing_ok=True)
+    write_sentencepiece_deberta_tokenizer(model)  # spm.model only, as DeBERTa-v3 ships
+    assert not (model / "tokenizer.json").exists()
+    manifest = export_model(str(model), tmp_path / "artifact", variants=["fp32"])
+    slow = DebertaV2Tokenizer.from_pretrained(model)
+    written = Tokenizer.from_file(str(tmp_path / "artifact" / manifest.tokenizer.file))
+    for query, passage in zip(canned_inputs.QUERIES, canned_inputs.PASSAGES, strict=True):
+        expected = slow(query, passage, return_token_type_ids=True)
+        encoding = written.encode(query, passage)
+        assert encoding.ids == expected["input_ids"]
+        assert encoding.type_ids == expected["token_type_ids"]
+    assert manifest.tokenizer.special_tokens["cls_token"] == "[CLS]"
 
 
 def test_force_replaces_an_existing_artifact(tmp_path: Path, tiny_model_factory, capsys) -> None:

@@ -292,3 +292,32 @@ def build_tiny_model(
         leftover.unlink()
     scratch.rmdir()
     return directory
+
+
+def write_sentencepiece_deberta_tokenizer(directory: Path) -> None:
+    """Save a slow, SentencePiece-only DeBERTa-v2 tokenizer (spm.model, no
+    tokenizer.json) to `directory`, like the DeBERTa-v3 checkpoints on the hub."""
+    import sentencepiece
+
+    scratch = directory / "_spm_training"
+    scratch.mkdir(parents=True)
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(list(TRAINING_TEXT) * 3),
+        model_prefix=str(scratch / "spm"),
+        vocab_size=300,
+        model_type="unigram",
+        pad_id=0,
+        bos_id=1,
+        eos_id=2,
+        unk_id=3,
+        pad_piece="[PAD]",
+        bos_piece="[CLS]",
+        eos_piece="[SEP]",
+        unk_piece="[UNK]",
+        user_defined_symbols=["[MASK]"],
+        minloglevel=2,
+    )
+    transformers.DebertaV2Tokenizer(vocab_file=str(scratch / "spm.model")).save_pretrained(directory)
+    for leftover in scratch.iterdir():
+        leftover.unlink()
+    scratch.rmdir()
