@@ -13,6 +13,8 @@
 # which CI runs (tests/test_docker_scripts.py), so a broken step fails CI.
 
 # gpu: onnxruntime-gpu on a CUDA 12 + cuDNN 9 runtime; cpu: onnxruntime on Debian.
+# The CUDA image carries no TensorRT libraries, so device "auto" runs on CUDA;
+# for TensorRT, point CUDA_IMAGE at a base that has them (e.g. NVIDIA's TensorRT image).
 ARG RUNTIME=gpu
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 ARG CUDA_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
@@ -37,6 +39,7 @@ RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
 COPY pyproject.toml README.md ./
 COPY slipstream ./slipstream
 COPY benchmarks ./benchmarks
+# (DL3013: "." is this project; its pins live in pyproject.toml.)
 # hadolint ignore=DL3013
 RUN pip install '.[cpu,export]'
 COPY . .
@@ -45,6 +48,7 @@ RUN scripts/docker-export.sh "${MODEL}" /artifact "${RUNTIME}"
 # ---------------------------------------------------------------------------
 # The two runtime bases: a Python virtual environment on each.
 FROM ${CUDA_IMAGE} AS base-gpu
+# (DL3008: the distribution's current python3 is what we want, not a pinned build.)
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 python3-venv \
@@ -56,6 +60,7 @@ RUN python -m venv /opt/venv
 
 # ---------------------------------------------------------------------------
 # runtime: ONNX Runtime (GPU or CPU build) + the service; serves the artifact.
+# (DL3006: base-gpu and base-cpu are stages above, not registry images.)
 # hadolint ignore=DL3006
 FROM base-${RUNTIME} AS runtime
 ARG RUNTIME

@@ -50,6 +50,11 @@ from slipstream.export.default_model_recipe import (
 )
 
 
+# Held-out pairs are scored whole, as the served model sees them (the teacher
+# also embedded each text whole); training truncates to recipe.max_pair_tokens.
+EVAL_MAX_TOKENS = 256
+
+
 class _Group(msgspec.Struct, frozen=True):
     query: str
     candidates: list[str]
@@ -356,7 +361,7 @@ def distill(recipe: DistillRecipe, recipe_key: str, output_dir: Path, progress: 
         seconds["training"] = time.perf_counter() - phase
 
         phase = time.perf_counter()
-        pooled, per_query, top1, n_eval_pairs = _evaluate(student, tokenizer, eval_groups, recipe.max_pair_tokens)
+        pooled, per_query, top1, n_eval_pairs = _evaluate(student, tokenizer, eval_groups, EVAL_MAX_TOKENS)
         classic = _classic_example(student, tokenizer, teacher)
         seconds["evaluation"] = time.perf_counter() - phase
 

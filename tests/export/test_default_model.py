@@ -262,7 +262,7 @@ def test_build_default_command_is_registered_with_the_makefile_flags():
 @pytest.mark.slow
 def test_short_real_distillation_ranks_the_puppy_first_and_agrees_with_the_teacher(tmp_path):
     """A shortened real recipe on all-MiniLM-L6-v2: the full one is `make default-artifact`."""
-    recipe = DistillRecipe(steps=40, train_passages=300, eval_queries=40)
+    recipe = DistillRecipe(steps=60, train_passages=400, eval_queries=40)
     record, built = ensure_default_model(tmp_path / "model", recipe, progress=False, log=_quiet)
     assert built
     report = record.report
