@@ -36,6 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from benchmarks import workloads
+from slipstream.engines.base import Engine
 from slipstream.engines.buckets import bucket_index, default_buckets, padding_efficiency
 
 RESULTS_DIR = Path(__file__).parent / "results" / "offline"
@@ -195,18 +196,18 @@ def per_bucket_results(
 
 
 def shape_sweep(
-    engines: dict[str, object], shapes: list[tuple[int, int]], iterations: int, pad_token_id: int
+    engines: dict[str, Engine], shapes: list[tuple[int, int]], iterations: int, pad_token_id: int
 ) -> list[ShapeResult]:
     results = []
     for batch_size, length in shapes:
         ids = np.full((batch_size, length), pad_token_id + 1000, dtype=np.int64)
         mask = np.ones_like(ids)
         for name, engine in engines.items():
-            engine.run(ids, mask)  # type: ignore[attr-defined]
+            engine.run(ids, mask)
             times = []
             for _ in range(iterations):
                 start = time.perf_counter()
-                engine.run(ids, mask)  # type: ignore[attr-defined]
+                engine.run(ids, mask)
                 times.append(time.perf_counter() - start)
             latency = statistics.median(times)
             results.append(
