@@ -87,6 +87,7 @@ class Report(msgspec.Struct, frozen=True, kw_only=True):
     batch_size: int
     rounds: int
     threads: int
+    pytorch_threads: int
     # 1/5/15-minute load averages at the start and end: on a shared machine,
     # other processes' load is what makes two runs of this differ.
     load_average_start: list[float]
@@ -260,7 +261,8 @@ def run_benchmark(args: argparse.Namespace) -> Report:
         "gpu-default": padding_efficiency(default_buckets("cuda", manifest.max_sequence_length), lengths),
         "powers-of-two": padding_efficiency(POWER_OF_TWO_BUCKETS, lengths),
     }
-    torch.set_num_threads(threads)
+    torch_threads = args.pytorch_threads or threads
+    torch.set_num_threads(torch_threads)
     model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
 
     def run_pytorch(batch: Batch) -> object:
@@ -313,6 +315,7 @@ def run_benchmark(args: argparse.Namespace) -> Report:
         batch_size=args.batch_size,
         rounds=args.rounds,
         threads=threads,
+        pytorch_threads=torch_threads,
         load_average_start=load_start,
         load_average_end=[round(x, 2) for x in os.getloadavg()],
         engine_options={name: engine.describe().options for name, engine in engines.items()},
@@ -330,7 +333,7 @@ def render_markdown(report: Report) -> str:
         f"# Offline engine throughput ({report.created_at})",
         "",
         f"Machine: {report.environment['machine']['cpu']}, "  # type: ignore[index]
-        f"{report.threads} threads. Model: MiniLM-L6 classifier ({report.artifact}). "
+        f"engine {report.threads} threads, PyTorch {report.pytorch_threads}. Model: MiniLM-L6 classifier ({report.artifact}). "
         f"Workload: {report.workload['name']} {report.workload['fingerprint']}, "
         f"mean {report.workload['mean_tokens']:.1f} tokens. Batch {report.batch_size}, "
         f"median of {report.rounds} interleaved passes. Load average (1 min) "
@@ -385,6 +388,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--texts", type=int, default=1000, help="texts of the single-text workload")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0, help="0 = physical cores")
+    parser.add_argument(
+        "--pytorch-threads", type=int, default=0,
+        help="PyTorch's threads (0 = same as the engine); its fastest setting is the fair baseline",
+    )
     parser.add_argument("--spinning", action="store_true", help="let ORT's intra-op threads spin")
     parser.add_argument("--also-spinning", action="store_true", help="add spinning twins of each variant")
     parser.add_argument("--sweep-buckets", type=_int_list, default=[16, 32, 64, 128, 256, 512])
