@@ -20,6 +20,7 @@ interrupted build leaves the previous state, never half of a new one.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import sys
 import tempfile
@@ -109,6 +110,13 @@ def _cached_model(model_dir: Path, key: str) -> ModelRecord | None:
     return record
 
 
+def _chmod_like_mkdir(directory: Path) -> None:
+    """mkdtemp makes a private (0700) directory; the model is an ordinary one."""
+    umask = os.umask(0)
+    os.umask(umask)
+    directory.chmod(0o777 & ~umask)
+
+
 def _replace_dir(staging: Path, target: Path) -> None:
     """Move staging to target, replacing target; the old one goes only once the new one is in place."""
     if target.exists():
@@ -129,8 +137,6 @@ def ensure_default_model(
     log: Progress = _stderr,
 ) -> tuple[ModelRecord, bool]:
     """The model in model_dir, distilled first unless cached. Returns (record, built_now)."""
-    from slipstream.export.default_model_distill import distill
-
     recipe = recipe or DEFAULT_RECIPE
     model_dir = Path(model_dir)
     key = recipe_key(recipe)
@@ -138,9 +144,13 @@ def ensure_default_model(
         log(f"default model: {model_dir} is up to date (recipe {key}); not rebuilding")
         return cached, False
 
+    # Imported only now: torch and transformers take seconds, a cache hit none.
+    from slipstream.export.default_model_distill import distill
+
     log(f"default model: distilling all-MiniLM-L6-v2 into a reranker in {model_dir} (recipe {key})")
     model_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{model_dir.name}.partial-", dir=model_dir.parent))
+    _chmod_like_mkdir(staging)
     try:
         report = distill(recipe, key, staging, progress=progress)
         record = ModelRecord(recipe_key=key, weights_sha256=sha256_of(staging / WEIGHTS_FILE), report=report)
