@@ -12,12 +12,13 @@
 # Every command that matters lives in scripts/ (export, serve, health check),
 # which CI runs (tests/test_docker_scripts.py), so a broken step fails CI.
 
-# gpu: onnxruntime-gpu on a CUDA 12 + cuDNN 9 runtime; cpu: onnxruntime on Debian.
+# gpu: onnxruntime-gpu on a CUDA 13 + cuDNN 9 runtime (PyPI's onnxruntime-gpu 1.31+
+# is built for CUDA 13; see the gpu extra in pyproject.toml); cpu: onnxruntime on Debian.
 # The CUDA image carries no TensorRT libraries, so device "auto" runs on CUDA;
 # for TensorRT, point CUDA_IMAGE at a base that has them (e.g. NVIDIA's TensorRT image).
 ARG RUNTIME=gpu
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
-ARG CUDA_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
+ARG CUDA_IMAGE=nvidia/cuda:13.0.0-cudnn-runtime-ubuntu24.04
 
 # ---------------------------------------------------------------------------
 # export: torch + transformers + optimum, used only to write the artifact.

@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
         except ModuleNotFoundError as exc:
             # A stage whose module is absent (e.g. benchmarks outside a checkout)
             # simply has no subcommand; a missing dependency inside it is a bug.
-            if exc.name != module_name:
+            missing = exc.name or ""
+            if not (module_name == missing or module_name.startswith(missing + ".")):
                 raise
             continue
         register: Callable[[argparse._SubParsersAction], None] = module.register
