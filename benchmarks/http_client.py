@@ -27,6 +27,10 @@ class HttpError(RuntimeError):
     """The connection broke or the response was not HTTP/1.1 as expected."""
 
 
+class StaleConnection(HttpError):
+    """The server had closed this keep-alive connection (idle timeout) before the request: safe to resend."""
+
+
 class Response:
     __slots__ = ("status", "head", "body")
 
@@ -70,6 +74,13 @@ class Connection:
         self._reader = reader
         self._writer = writer
         self.closed = False
+        self.used = False
+        self.counted = True  # still counted as open by the pool that made it
+
+    @property
+    def stale(self) -> bool:
+        """The server closed it while it sat idle (uvicorn closes idle keep-alive after 5 s)."""
+        return self.closed or self._reader.at_eof()
 
     @classmethod
     async def open(cls, host: str, port: int) -> Connection:
@@ -77,11 +88,21 @@ class Connection:
         return cls(reader, writer)
 
     async def send(self, head: bytes, body: bytes = b"") -> Response:
+        reused, self.used = self.used, True
         try:
             self._writer.write(head + body if len(body) < 65536 else head)
             if len(body) >= 65536:
                 self._writer.write(body)
-            raw_head = await self._reader.readuntil(b"\r\n\r\n")
+            try:
+                raw_head = await self._reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, ConnectionError) as exc:
+                # Closed before a byte of the answer on a reused connection: the server
+                # closed it as idle while the request was on its way; it never saw it.
+                partial = getattr(exc, "partial", b"")
+                if reused and not partial:
+                    self.close()
+                    raise StaleConnection(f"{type(exc).__name__}: {exc}") from None
+                raise
             status = int(raw_head[9:12])
             length = _content_length(raw_head)
             if length is not None:

@@ -34,7 +34,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from benchmarks.http_client import Connection, HttpError, loop_factory, request_head
+from benchmarks.http_client import Connection, HttpError, StaleConnection, loop_factory, request_head
 from benchmarks.stats import LatencySummary, summarize_latencies
 
 # Status codes the client records itself: no response within the timeout, or a broken connection.
@@ -128,8 +128,9 @@ class _Pool:
         while True:
             while self._idle:
                 connection = self._idle.pop()
-                if not connection.closed:
+                if not connection.stale:
                     return connection
+                connection.close()
                 self._open -= 1
             if self._open < self._cap:
                 self._open += 1
@@ -141,9 +142,20 @@ class _Pool:
             async with self._freed:
                 await self._freed.wait()
 
+    async def fresh(self) -> Connection:
+        """A new connection in place of a stale one just released (so the count stays the same)."""
+        self._open += 1
+        try:
+            return await Connection.open(self._host, self._port)
+        except OSError:
+            self._open -= 1
+            raise
+
     async def release(self, connection: Connection) -> None:
         if connection.closed:
-            self._open -= 1
+            if connection.counted:
+                connection.counted = False
+                self._open -= 1
         else:
             self._idle.append(connection)
         async with self._freed:
@@ -192,14 +204,21 @@ class _Runner:
             return
         log.sent[k] = time.perf_counter()
         try:
-            response = await asyncio.wait_for(connection.send(self.heads[i], self.bodies[i]), self.plan.timeout_s)
+            try:
+                response = await asyncio.wait_for(connection.send(self.heads[i], self.bodies[i]), self.plan.timeout_s)
+            except StaleConnection:
+                # Resend once on a new connection, as HTTP clients do; the time lost stays in the latency.
+                await self.pool.release(connection)
+                connection = await self.pool.fresh()
+                response = await asyncio.wait_for(connection.send(self.heads[i], self.bodies[i]), self.plan.timeout_s)
             log.status[k] = response.status
             if self.capture_header:
                 log.captured[k] = response.header(self.capture_header)
         except TimeoutError:
             connection.close()
             log.status[k] = STATUS_TIMEOUT
-        except HttpError:
+        except (HttpError, OSError):
+            connection.close()
             log.status[k] = STATUS_CONNECTION_ERROR
         log.done[k] = time.perf_counter()
         await self.pool.release(connection)

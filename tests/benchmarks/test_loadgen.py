@@ -112,6 +112,29 @@ def test_idle_requests_run_one_at_a_time_and_capture_a_header() -> None:
     assert result.captured == ["1.5"] * 10
 
 
+def test_a_keep_alive_connection_the_server_closed_is_replaced_not_counted_as_an_error() -> None:
+    """uvicorn closes keep-alive connections idle for 5 s; the client must resend on a new one."""
+
+    async def main() -> PointResult:
+        async def one_request_per_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            await reader.readexactly(length)
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            await writer.drain()
+            writer.close()  # no "Connection: close" header: the client only learns it from the socket
+
+        server = await asyncio.start_server(one_request_per_connection, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        results: list[PointResult] = []
+        async with server:
+            await run_plan(_plan(port, [Point(mode="idle", requests=20, pause_s=0.0)]), results.append)
+        return results[0]
+
+    result = asyncio.run(main())
+    assert result.n_ok == 20 and result.n_errors == 0
+
+
 def test_a_connection_is_reused_across_requests() -> None:
     async def main() -> list[int]:
         connections: list[int] = []
