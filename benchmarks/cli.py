@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--slo-ms", type=float, default=None, help="latency objective for p99 (default 100 ms)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--readme", type=Path, default=None, metavar="RESULT_DIR",
-                        help="only render docs/performance.md from an existing result directory")
+                        help="only render the README's performance section from an existing result directory")
     parser.set_defaults(func=run)
 
 

@@ -3,7 +3,7 @@
     python -m benchmarks.gpu_check --out "$OUT"            # on the GPU machine
     python -m benchmarks.gpu_check --device cpu --quick    # rehearsal on any machine
 
-What it does (docs/engines.md, "GPU verification", says why):
+What it does (README.md, "GPU verification", says why):
 
 1. Model: a MiniLM-L6-sized BERT classifier (6 layers, hidden 384, 12 heads,
    2 labels) built from a transformers config with seeded random weights

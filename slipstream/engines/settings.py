@@ -1,7 +1,7 @@
 """Typed settings of an engine: one place for every ONNX Runtime knob we expose.
 
 Defaults are chosen for a MiniLM/BERT-sized classifier behind the length-bucketed
-batcher; each field says why it has the default it has. docs/engines.md has the
+batcher; each field says why it has the default it has. README.md ("Engines") has the
 full reference.
 """
 

@@ -1,6 +1,6 @@
 """Fuse the exported graph for ONNX Runtime and derive the int8 and fp16 variants.
 
-Why these choices (measured on MiniLM-L6, see docs/export.md):
+Why these choices (measured on MiniLM-L6, see README.md, "Variants"):
 * Fusion uses onnxruntime.transformers' BERT optimizer without baking in ONNX
   Runtime's own graph-level rewrites (opt_level 0): the written graph carries the
   fused Attention / SkipLayerNormalization / BiasGelu / EmbedLayerNormalization

@@ -97,3 +97,16 @@ def test_the_report_has_tables_plots_and_renders_the_readme_section(quick_run: t
     # The plot link is relative to the generated page and points at the run's own plot.
     link = section.split("![latency against throughput](")[1].split(")")[0]
     assert (docs.parent / link).resolve() == (output / report.PLOTS["latency"]).resolve()
+
+
+def test_rendering_into_a_readme_replaces_only_the_marked_section(quick_run: tuple[Path, BenchReport], tmp_path: Path) -> None:
+    output, _ = quick_run
+    page = tmp_path / "README.md"
+    page.write_text(f"# Intro\n\nkept\n\n{readme.BEGIN_MARKER}\nold numbers\n{readme.END_MARKER}\n\n## After\n\nalso kept\n")
+    text = readme.write(output, page).read_text()
+    assert text.startswith("# Intro\n\nkept\n")
+    assert text.rstrip().endswith("## After\n\nalso kept")
+    assert "old numbers" not in text
+    assert "## Performance" in text and "requests/s of single texts at p99 <= 100 ms" in text
+    # Rendering twice gives the same page: the markers survive.
+    assert readme.write(output, page).read_text() == text
