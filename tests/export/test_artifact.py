@@ -82,17 +82,23 @@ def test_max_length_caps_the_declared_sequence_length(tmp_path: Path, tiny_model
     assert manifest.max_sequence_length == 128
 
 
-def test_a_slow_only_tokenizer_is_converted_and_pairs_match_it(tmp_path: Path, tiny_model_factory) -> None:
-    model = _copy_model(tiny_model_factory("bert"), tmp_path / "model")
-    (model / "tokenizer.json").unlink()  # leave only vocab.txt: transformers' slow BertTokenizer
-    manifest = export_model(str(model), tmp_path / "artifact", variants=["fp32"])
-    slow = BertTokenizer.from_pretrained(model)
-    written = Tokenizer.from_file(str(tmp_path / "artifact" / manifest.tokenizer.file))
+
+def _assert_pairs_encode_like(slow, tokenizer_file: Path) -> None:
+    """The written fast tokenizer builds every canned pair exactly as `slow` does."""
+    written = Tokenizer.from_file(str(tokenizer_file))
     for query, passage in zip(canned_inputs.QUERIES, canned_inputs.PASSAGES, strict=True):
         expected = slow(query, passage, return_token_type_ids=True)
         encoding = written.encode(query, passage)
         assert encoding.ids == expected["input_ids"]
         assert encoding.type_ids == expected["token_type_ids"]
+
+
+def test_a_slow_only_tokenizer_is_converted_and_pairs_match_it(tmp_path: Path, tiny_model_factory) -> None:
+    model = _copy_model(tiny_model_factory("bert"), tmp_path / "model")
+    (model / "tokenizer.json").unlink()  # leave only vocab.txt: transformers' slow BertTokenizer
+    manifest = export_model(str(model), tmp_path / "artifact", variants=["fp32"])
+    slow = BertTokenizer.from_pretrained(model)
+    _assert_pairs_encode_like(slow, tmp_path / "artifact" / manifest.tokenizer.file)
 
 
 def test_a_sentencepiece_only_tokenizer_is_converted_and_pairs_match_it(tmp_path: Path, tiny_model_factory) -> None:
@@ -103,12 +109,7 @@ def test_a_sentencepiece_only_tokenizer_is_converted_and_pairs_match_it(tmp_path
     assert not (model / "tokenizer.json").exists()
     manifest = export_model(str(model), tmp_path / "artifact", variants=["fp32"])
     slow = DebertaV2Tokenizer.from_pretrained(model)
-    written = Tokenizer.from_file(str(tmp_path / "artifact" / manifest.tokenizer.file))
-    for query, passage in zip(canned_inputs.QUERIES, canned_inputs.PASSAGES, strict=True):
-        expected = slow(query, passage, return_token_type_ids=True)
-        encoding = written.encode(query, passage)
-        assert encoding.ids == expected["input_ids"]
-        assert encoding.type_ids == expected["token_type_ids"]
+    _assert_pairs_encode_like(slow, tmp_path / "artifact" / manifest.tokenizer.file)
     assert manifest.tokenizer.special_tokens["cls_token"] == "[CLS]"
 
 
