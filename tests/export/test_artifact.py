@@ -82,7 +82,6 @@ def test_max_length_caps_the_declared_sequence_length(tmp_path: Path, tiny_model
     assert manifest.max_sequence_length == 128
 
 
-
 def _assert_pairs_encode_like(slow, tokenizer_file: Path) -> None:
     """The written fast tokenizer builds every canned pair exactly as `slow` does."""
     written = Tokenizer.from_file(str(tokenizer_file))
