@@ -174,6 +174,28 @@ def interleaved_passes(
     return passes, cpu_passes, per_batch
 
 
+def concurrent_passes(run: Callable[[Batch], object], batches: list[tuple[int, Batch]], workers: int,
+                      rounds: int) -> list[float]:
+    """Wall time of each timed pass over all batches, `workers` batches in flight at once.
+
+    An engine that runs several batches at once (`parallel_runs`) reaches its
+    best throughput only when fed that way; with one worker this is a plain
+    sequential pass.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    only_batches = [batch for _, batch in batches]
+    passes = []
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        for timed in [False] + [True] * rounds:  # the first pass warms up
+            started = time.perf_counter()
+            for _ in pool.map(run, only_batches):
+                pass
+            if timed:
+                passes.append(time.perf_counter() - started)
+    return passes
+
+
 def per_bucket_results(
     name: str, batches: list[tuple[int, Batch]], per_batch: list[list[float]], batch_size: int
 ) -> list[BucketResult]:

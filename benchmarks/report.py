@@ -131,7 +131,8 @@ def markdown(report: BenchReport, plots: list[str]) -> str:
         lines += [
             "## Offline engine (the ceiling)", "",
             f"The served engine ({o.variant} on {o.device}, {', '.join(o.providers)}) run directly on the first "
-            f"{o.texts} single texts in bucketed batches, median of {o.rounds} pass(es): {rates} sequences/s. "
+            f"{o.texts} single texts in bucketed batches, {o.parallel_runs} batch(es) in flight at once as it "
+            f"runs them, median of {o.rounds} pass(es): {rates} sequences/s. "
             f"Padding efficiency of its buckets on these texts: {o.padding_efficiency:.3f}.", "",
         ]
     lines += ["## Workloads (tokens per sequence, special tokens included)", ""]

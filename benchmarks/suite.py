@@ -67,6 +67,7 @@ class OfflineCeiling(msgspec.Struct, frozen=True, kw_only=True):
     providers: list[str]
     texts: int
     rounds: int  # median of this many timed passes, after a warm-up pass
+    parallel_runs: int = 1  # batches in flight at once, as the engine runs them
     sequences_per_s_by_batch_size: dict[int, float]
     sequences_per_s: float  # the best of them: the ceiling
     padding_efficiency: float  # real / padded tokens with the engine's buckets
@@ -269,9 +270,10 @@ class Suite:
     def _offline(self, workload: Workload) -> OfflineCeiling | None:
         """The served engine alone on the same texts in bucketed batches: the ceiling served numbers are held to.
 
-        Reuses the engines' offline benchmark (batching, interleaved timed passes)
-        on the engine `slipstream serve` would load here (same device and variant
-        choice, default settings), at batch 8 and at the engine's largest batch.
+        Reuses the engines' offline benchmark's batching on the engine
+        `slipstream serve` would load here (same device, variant and threading
+        defaults), at batch 1, 8 and the engine's largest batch, with as many
+        batches in flight as the engine runs at once.
         Runs before any server starts, so nothing else competes for the cores.
         """
         import statistics
@@ -291,19 +293,21 @@ class Suite:
 
         by_batch_size: dict[int, float] = {}
         lengths = np.zeros(0, dtype=np.int64)
-        for batch_size in sorted({p.offline_batch_size, engine.max_batch_size}):
+        # Batch 1 too: an engine running several batches at once may do best with single items.
+        for batch_size in sorted({1, p.offline_batch_size, engine.max_batch_size}):
             batches, lengths = offline.bucketed_batches(
                 self.artifact / TOKENIZER_FILE, texts, engine.buckets, self.manifest.input_names, batch_size
             )
-            # The first of what it returns is the wall time of every timed pass, per runner.
-            wall_passes = offline.interleaved_passes({"engine": run}, batches, p.offline_rounds)[0]
-            by_batch_size[batch_size] = len(lengths) / statistics.median(wall_passes["engine"])
+            # As many batches in flight as the engine runs at once, as the service feeds it.
+            wall_passes = offline.concurrent_passes(run, batches, engine.parallel_runs, p.offline_rounds)
+            by_batch_size[batch_size] = len(lengths) / statistics.median(wall_passes)
         return OfflineCeiling(
             variant=description.variant,
             device=description.device,
             providers=description.providers,
             texts=len(texts),
             rounds=p.offline_rounds,
+            parallel_runs=engine.parallel_runs,
             sequences_per_s_by_batch_size=by_batch_size,
             sequences_per_s=max(by_batch_size.values()),
             padding_efficiency=padding_efficiency(engine.buckets, lengths),

@@ -36,7 +36,7 @@ class EngineDescription(msgspec.Struct, frozen=True, kw_only=True):
 
 @runtime_checkable
 class Engine(Protocol):
-    """A loaded model. `run` is safe for one caller at a time."""
+    """A loaded model. `run` may be called from up to `parallel_runs` threads at once."""
 
     @property
     def input_names(self) -> list[str]: ...
@@ -51,6 +51,11 @@ class Engine(Protocol):
 
     @property
     def max_batch_size(self) -> int: ...
+
+    @property
+    def parallel_runs(self) -> int:
+        """Batches that may run at once (each `run` call on its own thread)."""
+        ...
 
     def run(
         self,

@@ -20,7 +20,7 @@ from slipstream.engines.platform import (
     probe_platform,
 )
 from slipstream.engines.selection import choose_variant, device_problem, next_device, resolve_device
-from slipstream.engines.session_options import build_session_options
+from slipstream.engines.session_options import build_session_options, cpu_threading
 from slipstream.engines.settings import EngineSettings
 from slipstream.manifest import Manifest, ManifestError, load_manifest, verify_variant_file
 
@@ -119,7 +119,9 @@ def _load_on(
     session_options, options = build_session_options(settings, device)
     input_names = list(manifest.input_names)
     runners: list[Runner]
+    parallel_runs = 1
     if device == "cpu":
+        parallel_runs = cpu_threading(settings.cpu)[1]
         session = _create_session(model_path, device, [CPU_PROVIDER], session_options)
         runners = [HostRunner(session, manifest.output_name)]
         runner_of_bucket = [0] * len(buckets)
@@ -154,11 +156,12 @@ def _load_on(
         input_names=input_names,
         num_labels=manifest.num_labels,
         pad_token_id=manifest.tokenizer.pad_token_id,
+        parallel_runs=parallel_runs,
     )
     log.info(
-        "engine loaded: %s variant on %s (%s), %d buckets %s..%s, max batch %d",
+        "engine loaded: %s variant on %s (%s), %d buckets %s..%s, max batch %d, %d run(s) at once",
         variant_name, device, ", ".join(spec.providers), len(buckets), buckets[0], buckets[-1],
-        settings.max_batch_size,
+        settings.max_batch_size, parallel_runs,
     )
     return OnnxEngine(spec, runners, runner_of_bucket)
 

@@ -1,11 +1,11 @@
 """The Engine implementation: ONNX Runtime sessions behind one `run`.
 
-Thread safety: `run` and `warmup` serialise on a lock, so one engine is safe to
-share but runs one batch at a time. That is deliberate: on a CPU the session's
-intra-op pool already uses every core, and on a GPU the device buffers are
-reused per shape. Several engines (e.g. one per consumer group) may run
-concurrently; on a CPU they then share the cores, so give each fewer threads
-(`cpu.intra_op_threads`); on a GPU each session has its own CUDA stream.
+Thread safety: up to `parallel_runs` calls of `run` may execute at once; more
+wait. On a CPU those are concurrent runs of one session (ONNX Runtime's `Run`
+is thread-safe), each with `cpu.intra_op_threads` threads, sharing one copy of
+the weights. On a GPU it is one at a time: the device buffers are reused per
+shape. Several engines (e.g. one per consumer group) may run concurrently; on
+a CPU they then share the cores, so give each fewer `cpu.parallel_runs`.
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ class EngineSpec:
     input_names: list[str]
     num_labels: int
     pad_token_id: int
+    parallel_runs: int = 1  # `run` calls that may execute at once
 
 
 class OnnxEngine:
@@ -69,7 +70,7 @@ class OnnxEngine:
         self._runner_of_bucket = list(runner_of_bucket)
         self._edges = np.asarray(spec.buckets, dtype=np.int64)
         self._needs_token_types = "token_type_ids" in spec.input_names
-        self._lock = threading.Lock()
+        self._run_slots = threading.BoundedSemaphore(spec.parallel_runs)
 
     @property
     def input_names(self) -> list[str]:
@@ -86,6 +87,10 @@ class OnnxEngine:
     @property
     def max_batch_size(self) -> int:
         return self._spec.max_batch_size
+
+    @property
+    def parallel_runs(self) -> int:
+        return self._spec.parallel_runs
 
     @property
     def device(self) -> str:
@@ -133,7 +138,7 @@ class OnnxEngine:
             feeds["token_type_ids"] = types
         runner = self._runners[self._runner_of_bucket[bucket]]
         try:
-            with self._lock:
+            with self._run_slots:
                 logits = runner.run(feeds)
         except Exception as exc:  # ORT raises its own exception types
             raise EngineError(f"inference failed on a [{batch}, {edge}] batch: {exc}") from exc

@@ -9,7 +9,7 @@ from __future__ import annotations
 import onnxruntime as ort
 
 from slipstream.engines.platform import physical_cores
-from slipstream.engines.settings import EngineSettings
+from slipstream.engines.settings import CpuSettings, EngineSettings
 
 _OPTIMIZATION_LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -19,11 +19,19 @@ _OPTIMIZATION_LEVELS = {
 }
 
 
+def cpu_threading(cpu: CpuSettings) -> tuple[int, int]:
+    """(threads inside one run, runs at once) on a CPU, automatic values resolved."""
+    cores = physical_cores()
+    threads = cpu.intra_op_threads or cores
+    runs = cpu.parallel_runs or max(1, cores // threads)
+    return threads, runs
+
+
 def build_session_options(settings: EngineSettings, device: str) -> tuple[ort.SessionOptions, dict[str, str]]:
     options = ort.SessionOptions()
     options.graph_optimization_level = _OPTIMIZATION_LEVELS[settings.graph_optimization_level]
-    # One model, one request stream: nodes run in order and all parallelism is
-    # inside each operator (GEMMs, attention heads).
+    # Nodes run in order: parallelism is inside each operator (GEMMs, attention
+    # heads) and, on a CPU, across concurrent runs (`cpu.parallel_runs`).
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.inter_op_num_threads = 1
     # Warnings only: ORT's info log prints a line per node placement.
@@ -34,13 +42,15 @@ def build_session_options(settings: EngineSettings, device: str) -> tuple[ort.Se
     }
     if device == "cpu":
         cpu = settings.cpu
-        threads = cpu.intra_op_threads or physical_cores()
+        threads, runs = cpu_threading(cpu)
+        # With one thread, a run executes on its caller's thread: no pool to wake.
         options.intra_op_num_threads = threads
         options.enable_cpu_mem_arena = cpu.enable_memory_arena
         options.enable_mem_pattern = cpu.enable_memory_pattern
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if cpu.allow_spinning else "0")
         described |= {
             "intra_op_threads": str(threads),
+            "parallel_runs": str(runs),
             "allow_spinning": str(cpu.allow_spinning).lower(),
             "cpu_memory_arena": str(cpu.enable_memory_arena).lower(),
             "memory_pattern": str(cpu.enable_memory_pattern).lower(),
@@ -51,4 +61,6 @@ def build_session_options(settings: EngineSettings, device: str) -> tuple[ort.Se
         options.intra_op_num_threads = 1
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         described["intra_op_threads"] = "1"
+        # One batch at a time: device buffers are reused per shape.
+        described["parallel_runs"] = "1"
     return options, described

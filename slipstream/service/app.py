@@ -475,7 +475,8 @@ def load_groups(settings: ServiceSettings, metrics: ServiceMetrics, tokenizer_ex
                 engine_factory: EngineFactory = load_engine_for) -> dict[str, ModelGroup]:
     return {
         name: ModelGroup.load(name, group_settings, tokenizer_executor=tokenizer_executor,
-                              metrics=metrics.group(name), engine_factory=engine_factory)
+                              metrics=metrics.group(name), engine_factory=engine_factory,
+                              inline_tokenize_chars=settings.inline_tokenize_chars)
         for name, group_settings in settings.groups.items()
     }
 

@@ -6,13 +6,14 @@ item, in order.
 
 How work flows:
 - `submit` (on the event loop) checks backpressure (queued tokens), puts each
-  item into the queue of its length bucket and wakes the scheduler.
-- The scheduler task takes a batch (see `scheduling.py` for the rule) the
-  moment the engine is free, and runs it in the engine's own thread (one
-  caller at a time per engine): padding with numpy, then `engine.run`.
-  Meanwhile the loop keeps accepting and tokenizing the next requests.
-- Results are scattered back into each request's output array; a request's
-  future completes when its last item has run.
+  item into the queue of its length bucket and wakes an idle engine worker.
+- Engine workers (one thread per run the engine allows at once,
+  `engine.parallel_runs`: one on a GPU, one per core on a CPU) each take a
+  batch (see `scheduling.py` for the rule) the moment they are free, pad it
+  with numpy and run it, then take the next one without waiting for the event
+  loop. Meanwhile the loop keeps accepting and tokenizing the next requests.
+- Results go back to the loop, which scatters them into each request's output
+  array; a request's future completes when its last item has run.
 - An item whose request was cancelled (client gone) or whose deadline passed
   is dropped before it reaches the engine, and counted.
 - An engine exception fails the requests in that batch only.
@@ -21,11 +22,13 @@ How work flows:
 from __future__ import annotations
 
 import asyncio
+import itertools
+import logging
 import math
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 import numpy as np
@@ -43,6 +46,7 @@ from slipstream.service.scheduling import BucketQueues
 from slipstream.service.tokenization import EncodedItems
 
 Logits = npt.NDArray[np.float32]
+log = logging.getLogger("slipstream.service")
 
 
 class BatcherMetrics(Protocol):
@@ -156,6 +160,7 @@ class Batcher:
         self.pad_to_longest = pad_to_longest
         self.with_type_ids = "token_type_ids" in engine.input_names
         self.num_labels = engine.num_labels
+        self.parallel_runs = max(1, engine.parallel_runs)
         self.queues: BucketQueues[QueuedItem] = BucketQueues(
             edges,
             max_batch_size=max_batch_size,
@@ -168,24 +173,32 @@ class Batcher:
         self.items_computed = 0
         self.batches_run = 0
         self.dropped: Counter[str] = Counter()
-        self._engine_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"engine-{name}")
-        self._wakeup = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
+        # The queues are shared by the loop (which pushes) and the engine workers
+        # (which take batches), so they are only touched under this lock.
+        self._queue_lock = threading.Condition()
+        self._in_flight: dict[int, list[QueuedItem]] = {}  # batch number -> items, until the loop has them
+        self._batch_numbers = itertools.count(1)
+        self._workers: list[threading.Thread] = []
+        self._stopping = False
         self._closing = False
-        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._tokens_per_s = 0.0  # moving average, for Retry-After
 
     # -- lifecycle -------------------------------------------------------
 
     async def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._schedule(), name=f"batcher-{self.name}")
+        """Start one engine worker per run the engine allows at once."""
+        if self._workers:
+            return
+        self._loop = asyncio.get_running_loop()
+        for index in range(self.parallel_runs):
+            worker = threading.Thread(target=self._work, name=f"engine-{self.name}-{index}", daemon=True)
+            worker.start()
+            self._workers.append(worker)
 
     async def warmup(self, shapes: list[tuple[int, int]]) -> None:
-        """Run the engine's warm-up in its own thread (the loop stays responsive)."""
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._engine_thread, self.engine.warmup, shapes)
+        """Run the engine's warm-up in a thread (the loop stays responsive)."""
+        await asyncio.to_thread(self.engine.warmup, shapes)
 
     @property
     def closing(self) -> bool:
@@ -197,27 +210,25 @@ class Batcher:
     async def close(self, timeout_s: float) -> None:
         """Stop admitting, let queued work finish within `timeout_s`, fail the rest with 503."""
         self._closing = True
-        self._wakeup.set()
         try:
             await asyncio.wait_for(self._drained(), timeout_s)
         except TimeoutError:
-            leftovers = self.queues.drain()
+            with self._queue_lock:
+                leftovers = self.queues.drain()
+                running = [item for items in self._in_flight.values() for item in items]
             self._fail_items(leftovers, Unavailable("the service shut down before this ran"))
+            self._fail_items(running, Unavailable("the service shut down while this ran"))
             self.metrics.dropped("shutdown", len(leftovers))
             self.dropped["shutdown"] += len(leftovers)
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-        self._engine_thread.shutdown(wait=False, cancel_futures=True)
+        with self._queue_lock:
+            self._stopping = True
+            self._queue_lock.notify_all()
 
     async def _drained(self) -> None:
-        while self.queues.items or not self._idle.is_set():
+        while self.queues.items or self._in_flight:
             await asyncio.sleep(0.005)
 
-    # -- admission -------------------------------------------------------
+    # -- admission (on the event loop) -------------------------------------
 
     def retry_after_s(self) -> int:
         if self._tokens_per_s <= 0:
@@ -250,10 +261,13 @@ class Batcher:
             request.deadline_timer = loop.call_later(timeout_s, self._expire, request)
         buckets = self.queues.buckets_of(encoded.lengths).tolist()
         lengths = encoded.lengths.tolist()
-        for index, (bucket, length) in enumerate(zip(buckets, lengths, strict=True)):
-            self.queues.push(bucket, QueuedItem(request, index, length, now))
-        self.metrics.queue_depth(self.queues.items, self.queues.tokens)
-        self._wakeup.set()
+        with self._queue_lock:
+            for index, (bucket, length) in enumerate(zip(buckets, lengths, strict=True)):
+                self.queues.push(bucket, QueuedItem(request, index, length, now))
+            # Wake as many idle workers as there may be batches for.
+            self._queue_lock.notify(min(len(lengths), self.parallel_runs))
+            items, queued_tokens = self.queues.items, self.queues.tokens
+        self.metrics.queue_depth(items, queued_tokens)
         return request
 
     async def infer(self, encoded: EncodedItems, *, timeout_s: float | None = None) -> Logits:
@@ -266,27 +280,106 @@ class Batcher:
         if not request.started and not request.future.done():
             request.future.set_exception(DeadlineExceeded("the deadline passed before the work ran"))
 
-    # -- scheduling ------------------------------------------------------
+    # -- engine workers (one thread per parallel run) ----------------------
+    #
+    # Each worker takes its next batch itself the moment its last one is done,
+    # so the engine never waits for the event loop to get round to it; the loop
+    # only admits requests and hands results back.
 
-    async def _schedule(self) -> None:
-        loop = asyncio.get_running_loop()
-        batch_number = 0
+    def _work(self) -> None:
         while True:
-            if not self.queues.items:
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            selection = self.queues.pop_batch(self.clock(), _is_dead)
-            if selection is None:
-                continue
-            bucket, items, dropped = selection
+            try:
+                if not self._take_and_run():
+                    return
+            except Exception:  # a bug here must not silently cost the engine a worker
+                log.exception("engine worker %s: unexpected error; it keeps serving", threading.current_thread().name)
+
+    def _take_and_run(self) -> bool:
+        """Wait for work, take one batch and run it; False once stopping."""
+        while True:
+            with self._queue_lock:
+                while not self.queues.items and not self._stopping:
+                    self._queue_lock.wait()
+                if self._stopping:
+                    return False
+                selection = self.queues.pop_batch(self.clock(), _is_dead)
+                if selection is None:
+                    continue
+                bucket, items, dropped = selection
+                batch_number = next(self._batch_numbers)
+                if items:
+                    self._in_flight[batch_number] = items
+                depth = (self.queues.items, self.queues.tokens)
+            self.metrics.queue_depth(*depth)
             if dropped:
-                self._count_drops(dropped)
-            if not items:
-                self.metrics.queue_depth(self.queues.items, self.queues.tokens)
-                continue
-            batch_number += 1
-            await self._run_batch(loop, batch_number, self.queues.edges[bucket], items)
+                self._to_loop(self._count_drops, dropped)
+            if items:
+                try:
+                    self._run_batch(batch_number, self.queues.edges[bucket], items)
+                except Exception as exc:  # not the engine's failure (that is handled inside): still answer
+                    failure = EngineFailure(f"internal error while running this request's batch: {exc}")
+                    self._to_loop(self._complete, batch_number, items, None, failure, 0.0)
+                    raise
+                return True
+
+    def _to_loop(self, callback: Callable[..., None], *args: object) -> None:
+        assert self._loop is not None
+        try:
+            self._loop.call_soon_threadsafe(callback, *args)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            pass
+
+    def _run_batch(self, batch_number: int, edge: int, items: list[QueuedItem]) -> None:
+        """In a worker thread: mark started, pad, run, hand the outcome to the loop."""
+        started_at = self.clock()
+        timers = []
+        for item in items:
+            request = item.request
+            if not request.started:
+                request.started = True  # from now on its deadline no longer applies
+                request.queue_wait_s = started_at - request.enqueued_at
+                self.metrics.queue_waited(request.queue_wait_s)
+                if request.deadline_timer is not None:
+                    timers.append(request.deadline_timer)
+        if timers:
+            self._to_loop(_cancel_timers, timers)
+        real_tokens = sum(item.length for item in items)
+        padded_length = max(item.length for item in items) if self.pad_to_longest else edge
+        try:
+            logits = self._execute(items, padded_length)
+        except Exception as exc:  # the engine failed: only this batch's requests see it
+            log.warning("engine %s failed on a [%d, %d] batch: %s", self.name, len(items), padded_length, exc)
+            self.metrics.engine_failed()
+            failure = EngineFailure(f"the engine failed on the batch this request was in: {exc}")
+            self._to_loop(self._complete, batch_number, items, None, failure, 0.0)
+            return
+        seconds = self.clock() - started_at
+        self.metrics.batch_ran(edge, len(items), real_tokens, padded_length, seconds)
+        if seconds > 0:
+            # Runs overlap, so the engine's rate is about parallel_runs batches' worth.
+            rate = real_tokens * self.parallel_runs / seconds
+            self._tokens_per_s = rate if self._tokens_per_s == 0 else 0.8 * self._tokens_per_s + 0.2 * rate
+        self._to_loop(self._complete, batch_number, items, logits, None, seconds)
+
+    def _execute(self, items: list[QueuedItem], length: int) -> Logits:
+        input_ids, attention_mask, token_type_ids = pad_batch(items, length, self.pad_token_id, self.with_type_ids)
+        logits = self.engine.run(input_ids, attention_mask, token_type_ids)
+        if logits.shape != (len(items), self.num_labels):
+            raise RuntimeError(f"engine returned logits of shape {logits.shape}, expected {(len(items), self.num_labels)}")
+        return logits
+
+    # -- results (on the event loop) -----------------------------------------
+
+    def _complete(self, batch_number: int, items: list[QueuedItem], logits: Logits | None,
+                  failure: Exception | None, seconds: float) -> None:
+        with self._queue_lock:
+            self._in_flight.pop(batch_number, None)
+        if logits is None:
+            self._fail_items(items, failure or EngineFailure("the engine failed on this batch"))
+            return
+        self.items_computed += len(items)
+        self.batches_run += 1
+        self._scatter(items, logits, batch_number, seconds)
 
     def _count_drops(self, dropped: list[QueuedItem]) -> None:
         for item in dropped:
@@ -294,49 +387,6 @@ class Batcher:
             reason = "cancelled" if exc is None else ("deadline" if isinstance(exc, DeadlineExceeded) else "failed")
             self.dropped[reason] += 1
             self.metrics.dropped(reason, 1)
-
-    async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch_number: int, edge: int,
-                         items: list[QueuedItem]) -> None:
-        self._idle.clear()
-        started_at = self.clock()
-        for item in items:
-            request = item.request
-            if not request.started:
-                request.started = True
-                request.queue_wait_s = started_at - request.enqueued_at
-                self.metrics.queue_waited(request.queue_wait_s)
-                if request.deadline_timer is not None:
-                    request.deadline_timer.cancel()
-        self.metrics.queue_depth(self.queues.items, self.queues.tokens)
-        real_tokens = sum(item.length for item in items)
-        padded_length = max(item.length for item in items) if self.pad_to_longest else edge
-        try:
-            logits = await loop.run_in_executor(self._engine_thread, self._execute, items, padded_length)
-        except asyncio.CancelledError:  # close() gave up waiting: nobody will scatter this batch
-            self._fail_items(items, Unavailable("the service shut down while this ran"))
-            raise
-        except Exception as exc:  # the engine failed: only this batch's requests see it
-            self.metrics.engine_failed()
-            self._fail_items(items, EngineFailure(f"the engine failed on the batch this request was in: {exc}"))
-            return
-        finally:
-            self._idle.set()
-        seconds = self.clock() - started_at
-        self.items_computed += len(items)
-        self.batches_run += 1
-        self.metrics.batch_ran(edge, len(items), real_tokens, padded_length, seconds)
-        if seconds > 0:
-            rate = real_tokens / seconds
-            self._tokens_per_s = rate if self._tokens_per_s == 0 else 0.8 * self._tokens_per_s + 0.2 * rate
-        self._scatter(items, logits, batch_number, seconds)
-
-    def _execute(self, items: list[QueuedItem], length: int) -> Logits:
-        """In the engine thread: pad and run."""
-        input_ids, attention_mask, token_type_ids = pad_batch(items, length, self.pad_token_id, self.with_type_ids)
-        logits = self.engine.run(input_ids, attention_mask, token_type_ids)
-        if logits.shape != (len(items), self.num_labels):
-            raise RuntimeError(f"engine returned logits of shape {logits.shape}, expected {(len(items), self.num_labels)}")
-        return logits
 
     @staticmethod
     def _scatter(items: list[QueuedItem], logits: Logits, batch_number: int, seconds: float) -> None:
@@ -357,3 +407,8 @@ class Batcher:
         for item in items:
             if not item.request.future.done():
                 item.request.future.set_exception(error)
+
+
+def _cancel_timers(timers: list[asyncio.TimerHandle]) -> None:
+    for timer in timers:
+        timer.cancel()

@@ -87,7 +87,12 @@ class GroupSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         _doc("Truncate over-long inputs by default (a request's `truncate` overrides it)."),
     ] = True
     intra_op_threads: Annotated[
-        int | None, _doc("CPU engine threads; unset uses the engine's default (physical cores).")
+        int | None, _doc("CPU engine threads inside one run; unset uses the engine's default (1).")
+    ] = None
+    parallel_runs: Annotated[
+        int | None,
+        _doc("CPU batches run at once, each on its own thread; unset uses the engine's default "
+             "(physical cores / intra_op_threads)."),
     ] = None
     cache_dir: Annotated[
         str | None, _doc("Directory for TensorRT engine and timing caches.")
@@ -112,6 +117,12 @@ class ServiceSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     tokenizer_threads: Annotated[
         int, _doc("Threads that tokenize (the Rust tokenizer releases the GIL).")
     ] = 1
+    inline_tokenize_chars: Annotated[
+        int,
+        _doc("Requests of at most 8 texts totalling at most this many characters are tokenized "
+             "on the event loop: for short texts that takes less time than handing them to the "
+             "tokenizer thread and back. 0 sends every request to the tokenizer thread."),
+    ] = 256
     tokenizer_parallelism: Annotated[
         bool,
         _doc("Let the Rust tokenizer spread one batch over its own thread pool "
@@ -134,6 +145,8 @@ class ServiceSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             raise ConfigError("max_body_bytes must be positive")
         if self.tokenizer_threads < 1:
             raise ConfigError("tokenizer_threads must be at least 1")
+        if self.inline_tokenize_chars < 0:
+            raise ConfigError("inline_tokenize_chars must be >= 0")
         for name, group in self.groups.items():
             _check_group(name, group)
 
@@ -148,6 +161,7 @@ def _check_group(name: str, group: GroupSettings) -> None:
     positive("max_queue_tokens", group.max_queue_tokens)
     positive("max_items_per_request", group.max_items_per_request)
     positive("intra_op_threads", group.intra_op_threads)
+    positive("parallel_runs", group.parallel_runs)
     if group.batch_duration_millis < 0:
         raise ConfigError(f"group {name!r}: batch_duration_millis must be >= 0")
     if group.buckets is not None:

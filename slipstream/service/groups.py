@@ -47,7 +47,10 @@ def load_engine_for(settings: GroupSettings, manifest: Manifest) -> Engine:
     engine_settings = EngineSettings(
         buckets=settings.buckets,
         max_batch_size=settings.max_batch_size or defaults.max_batch_size,
-        cpu=CpuSettings(intra_op_threads=settings.intra_op_threads or 0),
+        cpu=CpuSettings(
+            intra_op_threads=settings.intra_op_threads or defaults.cpu.intra_op_threads,
+            parallel_runs=settings.parallel_runs or defaults.cpu.parallel_runs,
+        ),
         tensorrt=TensorRtSettings(cache_dir=settings.cache_dir) if settings.cache_dir else defaults.tensorrt,
     )
     return load_engine(settings.artifact, device=settings.device, variant=settings.variant,
@@ -76,6 +79,7 @@ class ModelGroup:
         *,
         tokenizer_executor: Executor,
         metrics: GroupMetrics | None = None,
+        inline_tokenize_chars: int = 0,
     ) -> None:
         self.name = name
         self.settings = settings
@@ -96,7 +100,7 @@ class ModelGroup:
                 f"group {name!r}: the engine has {engine.num_labels} outputs but the manifest "
                 f"{manifest.num_labels} labels; the artifact is inconsistent, export it again"
             )
-        self.tokenize_queue = TokenizeQueue(self.encoder, tokenizer_executor)
+        self.tokenize_queue = TokenizeQueue(self.encoder, tokenizer_executor, inline_chars=inline_tokenize_chars)
         self.edges = bucket_edges(settings.buckets, engine.buckets, manifest.max_sequence_length)
         max_batch_size = settings.max_batch_size or engine.max_batch_size
         if max_batch_size > engine.max_batch_size:
@@ -129,10 +133,12 @@ class ModelGroup:
         tokenizer_executor: Executor,
         metrics: GroupMetrics | None = None,
         engine_factory: EngineFactory = load_engine_for,
+        inline_tokenize_chars: int = 0,
     ) -> ModelGroup:
         manifest = load_manifest(settings.artifact)
         engine = engine_factory(settings, manifest)
-        return cls(name, settings, manifest, engine, tokenizer_executor=tokenizer_executor, metrics=metrics)
+        return cls(name, settings, manifest, engine, tokenizer_executor=tokenizer_executor, metrics=metrics,
+                   inline_tokenize_chars=inline_tokenize_chars)
 
     def warmup_shapes(self) -> list[tuple[int, int]]:
         """Every bucket at batch 1; on a GPU also at its largest batch.

@@ -137,7 +137,29 @@ def test_description_names_variant_providers_options_and_buckets(tiny_artifact: 
     assert description.max_batch_size == 8
 
 
-def test_default_threads_are_the_physical_cores(bert_fp32_engine: OnnxEngine) -> None:
+def test_by_default_each_core_runs_its_own_single_threaded_batch(bert_fp32_engine: OnnxEngine) -> None:
     from slipstream.engines.platform import physical_cores
 
-    assert bert_fp32_engine.describe().options["intra_op_threads"] == str(physical_cores())
+    options = bert_fp32_engine.describe().options
+    assert options["intra_op_threads"] == "1"
+    assert options["parallel_runs"] == str(physical_cores()) == str(bert_fp32_engine.parallel_runs)
+
+
+def test_more_threads_per_run_means_fewer_runs_at_once(tiny_artifact: Path) -> None:
+    engine = load_engine(tiny_artifact, device="cpu", variant="fp32",
+                         settings=EngineSettings(cpu=CpuSettings(intra_op_threads=2, parallel_runs=3)))
+    assert (engine.describe().options["intra_op_threads"], engine.parallel_runs) == ("2", 3)
+    with pytest.raises(ValueError, match="parallel_runs"):
+        CpuSettings(parallel_runs=-1)
+
+
+def test_concurrent_runs_each_get_their_own_logits(bert_fp32_engine: OnnxEngine) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(7)
+    batches = [_random_batch(rng, batch, length) for batch, length in [(1, 8), (3, 24), (2, 64), (4, 16)] * 4]
+    expected = [bert_fp32_engine.run(ids, mask) for ids, mask in batches]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda batch: bert_fp32_engine.run(*batch), batches))
+    for want, have in zip(expected, got, strict=True):
+        np.testing.assert_allclose(have, want, rtol=0, atol=1e-5)

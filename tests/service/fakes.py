@@ -20,11 +20,13 @@ class RecordingEngine:
     """
 
     def __init__(self, buckets: list[int], max_batch_size: int = 8, delay_s: float = 0.0,
-                 fail_on_id: int | None = None, with_type_ids: bool = True, num_labels: int = 3) -> None:
+                 fail_on_id: int | None = None, with_type_ids: bool = True, num_labels: int = 3,
+                 parallel_runs: int = 1) -> None:
         assert num_labels in (1, 3)
         self._num_labels = num_labels
         self._buckets = buckets
         self._max_batch_size = max_batch_size
+        self._parallel_runs = parallel_runs
         self.delay_s = delay_s
         self.fail_on_id = fail_on_id
         self._inputs = ["input_ids", "attention_mask"] + (["token_type_ids"] if with_type_ids else [])
@@ -48,6 +50,10 @@ class RecordingEngine:
     @property
     def max_batch_size(self) -> int:
         return self._max_batch_size
+
+    @property
+    def parallel_runs(self) -> int:
+        return self._parallel_runs
 
     @staticmethod
     def reference(ids: np.ndarray, type_ids: np.ndarray | None = None, num_labels: int = 3) -> np.ndarray:

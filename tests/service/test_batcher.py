@@ -46,9 +46,11 @@ requests = st.lists(st.lists(sequences, min_size=1, max_size=4), min_size=1, max
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(requests=requests, max_batch_size=st.integers(1, 8), max_batch_tokens=st.sampled_from([None, 32, 100]))
-def test_every_item_runs_exactly_once_in_a_batch_of_its_bucket_length(requests, max_batch_size, max_batch_tokens):
-    engine = RecordingEngine(EDGES, max_batch_size=max_batch_size)
+@given(requests=requests, max_batch_size=st.integers(1, 8), max_batch_tokens=st.sampled_from([None, 32, 100]),
+       parallel_runs=st.integers(1, 3))
+def test_every_item_runs_exactly_once_in_a_batch_of_its_bucket_length(requests, max_batch_size, max_batch_tokens,
+                                                                      parallel_runs):
+    engine = RecordingEngine(EDGES, max_batch_size=max_batch_size, parallel_runs=parallel_runs)
 
     async def scenario() -> list[np.ndarray]:
         batcher = make_batcher(engine, max_batch_tokens=max_batch_tokens)
@@ -71,7 +73,26 @@ def test_every_item_runs_exactly_once_in_a_batch_of_its_bucket_length(requests, 
         assert batch <= max_batch_size
         if max_batch_tokens is not None:
             assert batch == 1 or batch * length <= max_batch_tokens
-    assert engine.max_concurrent_runs == 1
+    assert engine.max_concurrent_runs <= parallel_runs
+
+
+@pytest.mark.parametrize("parallel_runs", [1, 2])
+def test_the_engine_runs_as_many_batches_at_once_as_it_allows_and_no_more(parallel_runs: int) -> None:
+    engine = RecordingEngine(EDGES, max_batch_size=1, delay_s=0.02, parallel_runs=parallel_runs)
+
+    async def scenario() -> list[np.ndarray]:
+        batcher = make_batcher(engine)
+        await batcher.start()
+        try:
+            return await asyncio.gather(*(batcher.infer(encoded([[n + 1] * 3])) for n in range(8)))
+        finally:
+            await batcher.close(1.0)
+
+    results = asyncio.run(scenario())
+    for n, logits in enumerate(results):
+        np.testing.assert_array_equal(logits[0], reference(encoded([[n + 1] * 3]), 0))
+    assert len(engine.batches) == 8
+    assert engine.max_concurrent_runs == parallel_runs
 
 
 class _Item:
@@ -270,6 +291,37 @@ def test_concurrent_tokenization_is_coalesced_and_errors_stay_with_their_request
         np.testing.assert_array_equal(result.ids, alone.ids)
         np.testing.assert_array_equal(result.type_ids, alone.type_ids)
         np.testing.assert_array_equal(result.offsets, alone.offsets)
+
+
+def test_small_requests_are_tokenized_on_the_loop_and_big_ones_in_the_worker():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from slipstream.service.tokenization import TextEncoder
+    from slipstream.service.tokenize_queue import TokenizeQueue
+    from tests.service.fake_artifact import MINILM_TOKENIZER
+
+    encoder = TextEncoder(MINILM_TOKENIZER, max_length=64, uses_token_type_ids=True)
+    small, long_text, many = ["a short text"], ["word " * 40], ["x"] * 9
+
+    class CountingExecutor(ThreadPoolExecutor):
+        submitted = 0
+
+        def submit(self, *args, **kwargs):
+            CountingExecutor.submitted += 1
+            return super().submit(*args, **kwargs)
+
+    async def scenario() -> list:
+        with CountingExecutor(1) as executor:
+            queue = TokenizeQueue(encoder, executor, inline_chars=64)
+            results = [await queue.encode(small, truncate=True)]
+            assert CountingExecutor.submitted == 0  # no hand-off for a short text
+            results.append(await queue.encode(long_text, truncate=True))
+            results.append(await queue.encode(many, truncate=True))  # too many items to check on the loop
+            assert CountingExecutor.submitted == 2
+            return results
+
+    for request, result in zip([small, long_text, many], asyncio.run(scenario()), strict=True):
+        np.testing.assert_array_equal(result.ids, encoder.encode(request, truncate=True).ids)
 
 
 def test_pad_to_longest_pads_each_batch_to_its_longest_item_only():

@@ -34,6 +34,13 @@ def test_environment_and_takeoff_aliases_with_slipstream_names_winning():
     assert build_settings(artifact="a", environ=env).groups["primary"].max_batch_size == 4
 
 
+def test_cpu_threading_and_inline_tokenization_are_settings():
+    settings = build_settings(artifact="a", environ={"SLIPSTREAM_PARALLEL_RUNS": "3", "SLIPSTREAM_INTRA_OP_THREADS": "2",
+                                                      "SLIPSTREAM_INLINE_TOKENIZE_CHARS": "0"})
+    assert (settings.groups["primary"].parallel_runs, settings.groups["primary"].intra_op_threads) == (3, 2)
+    assert settings.inline_tokenize_chars == 0
+
+
 def test_flags_beat_environment_beats_file(tmp_path: Path):
     config = tmp_path / "slipstream.toml"
     config.write_text(
@@ -69,6 +76,8 @@ def test_the_config_file_and_artifact_can_come_from_the_environment(tmp_path: Pa
     {"SLIPSTREAM_DEVICE": "tpu"},
     {"SLIPSTREAM_BUCKETS": "32,16"},
     {"SLIPSTREAM_BATCH_DURATION_MILLIS": "-1"},
+    {"SLIPSTREAM_PARALLEL_RUNS": "0"},
+    {"SLIPSTREAM_INLINE_TOKENIZE_CHARS": "-1"},
 ])
 def test_invalid_settings_are_refused_with_the_setting_named(env):
     with pytest.raises(ConfigError):
