@@ -157,6 +157,7 @@ def _load_on(
         num_labels=manifest.num_labels,
         pad_token_id=manifest.tokenizer.pad_token_id,
         parallel_runs=parallel_runs,
+        fixed_shapes=device != "cpu",
     )
     log.info(
         "engine loaded: %s variant on %s (%s), %d buckets %s..%s, max batch %d, %d run(s) at once",

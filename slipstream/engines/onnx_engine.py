@@ -59,6 +59,10 @@ class EngineSpec:
     num_labels: int
     pad_token_id: int
     parallel_runs: int = 1  # `run` calls that may execute at once
+    # GPU engines only run prepared shapes (TensorRT profiles, bound buffers,
+    # CUDA graphs), so `run` pads a length between edges up to its bucket; on a
+    # CPU any shape runs and padding would be pure waste.
+    fixed_shapes: bool = True
 
 
 class OnnxEngine:
@@ -124,7 +128,7 @@ class OnnxEngine:
             if types.shape != ids.shape:
                 raise EngineError(f"token_type_ids has shape {types.shape}, expected {ids.shape}")
         edge = int(self._edges[bucket])
-        if edge != length:
+        if edge != length and self._spec.fixed_shapes:
             # A length between edges is padded up to its bucket so that only
             # prepared shapes (TensorRT profiles, bound buffers) ever run.
             # The mask is 0 there, so the real tokens' logits do not change.

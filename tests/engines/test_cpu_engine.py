@@ -75,7 +75,7 @@ def test_every_bucket_shape_matches_the_onnx_model_run_directly(tiny_artifact: P
             np.testing.assert_allclose(got, want, atol=1e-5, rtol=0, err_msg=f"shape {(batch, length)}")
 
 
-def test_a_length_between_edges_is_padded_to_its_bucket_without_changing_logits(bert_fp32_engine: OnnxEngine) -> None:
+def test_a_length_between_edges_runs_as_it_is_on_cpu_with_the_logits_of_its_bucket(bert_fp32_engine: OnnxEngine) -> None:
     rng = np.random.default_rng(1)
     ids, mask = _random_batch(rng, 4, 13)  # between the CPU edges 8 and 16
     padded_ids = np.pad(ids, ((0, 0), (0, 3)))
@@ -83,6 +83,27 @@ def test_a_length_between_edges_is_padded_to_its_bucket_without_changing_logits(
     np.testing.assert_allclose(
         bert_fp32_engine.run(ids, mask), bert_fp32_engine.run(padded_ids, padded_mask), atol=1e-5
     )
+
+
+@pytest.mark.parametrize(("fixed_shapes", "fed_length"), [(True, 16), (False, 13)])
+def test_only_engines_with_fixed_shapes_pad_up_to_the_bucket(fixed_shapes: bool, fed_length: int) -> None:
+    from slipstream.engines.onnx_engine import EngineSpec
+
+    class ShapeRecorder:
+        warmup_runs = 1
+        shapes: list[tuple[int, ...]] = []
+
+        def run(self, feeds):
+            self.shapes.append(feeds["input_ids"].shape)
+            return np.zeros((feeds["input_ids"].shape[0], 2), dtype=np.float32)
+
+    spec = EngineSpec(variant="fp32", model_file="m.onnx", device="cuda" if fixed_shapes else "cpu", providers=[],
+                      options={}, buckets=[8, 16, 512], max_batch_size=4, input_names=["input_ids", "attention_mask"],
+                      num_labels=2, pad_token_id=0, fixed_shapes=fixed_shapes)
+    recorder = ShapeRecorder()
+    engine = OnnxEngine(spec, [recorder], [0, 0, 0])
+    engine.run(np.ones((2, 13), np.int64), np.ones((2, 13), np.int64))
+    assert recorder.shapes == [(2, fed_length)]
 
 
 def test_token_type_ids_default_to_zeros(bert_fp32_engine: OnnxEngine) -> None:
