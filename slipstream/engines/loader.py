@@ -20,7 +20,7 @@ from slipstream.engines.platform import (
     probe_platform,
 )
 from slipstream.engines.selection import choose_variant, device_problem, next_device, resolve_device
-from slipstream.engines.session_options import build_session_options, cpu_threading
+from slipstream.engines.session_options import build_session_options, cpu_threading, wide_threads
 from slipstream.engines.settings import EngineSettings
 from slipstream.manifest import Manifest, ManifestError, load_manifest, verify_variant_file
 
@@ -120,10 +120,19 @@ def _load_on(
     input_names = list(manifest.input_names)
     runners: list[Runner]
     parallel_runs = 1
+    wide_runner: Runner | None = None
+    wide_from_length = 0
     if device == "cpu":
         parallel_runs = cpu_threading(settings.cpu)[1]
         session = _create_session(model_path, device, [CPU_PROVIDER], session_options)
         runners = [HostRunner(session, manifest.output_name)]
+        wide = wide_threads(settings.cpu)
+        if wide:
+            wide_options, _ = build_session_options(settings, device, intra_op_threads=wide)
+            wide_session = _create_session(model_path, device, [CPU_PROVIDER], wide_options)
+            wide_runner = HostRunner(wide_session, manifest.output_name)
+            wide_from_length = settings.cpu.wide_from_length
+        options |= {"wide_from_length": str(wide_from_length), "wide_threads": str(wide)}
         runner_of_bucket = [0] * len(buckets)
         providers = session.get_providers()
     elif device == "cuda":
@@ -158,13 +167,14 @@ def _load_on(
         pad_token_id=manifest.tokenizer.pad_token_id,
         parallel_runs=parallel_runs,
         fixed_shapes=device != "cpu",
+        wide_from_length=wide_from_length,
     )
     log.info(
         "engine loaded: %s variant on %s (%s), %d buckets %s..%s, max batch %d, %d run(s) at once",
         variant_name, device, ", ".join(spec.providers), len(buckets), buckets[0], buckets[-1],
         settings.max_batch_size, parallel_runs,
     )
-    return OnnxEngine(spec, runners, runner_of_bucket)
+    return OnnxEngine(spec, runners, runner_of_bucket, wide_runner)
 
 
 def _tensorrt_runners(

@@ -3,14 +3,16 @@
 Thread safety: up to `parallel_runs` calls of `run` may execute at once; more
 wait. On a CPU those are concurrent runs of one session (ONNX Runtime's `Run`
 is thread-safe), each with `cpu.intra_op_threads` threads, sharing one copy of
-the weights. On a GPU it is one at a time: the device buffers are reused per
-shape. Several engines (e.g. one per consumer group) may run concurrently; on
-a CPU they then share the cores, so give each fewer `cpu.parallel_runs`.
+the weights; a batch of `cpu.wide_from_length` tokens or more that starts
+while nothing else runs uses a second session with every core instead (see
+`run_slots.py`). On a GPU
+it is one at a time: the device buffers are reused per shape. Several engines
+(e.g. one per consumer group) may run concurrently; on a CPU they then share
+the cores, so give each fewer `cpu.parallel_runs`.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -20,6 +22,7 @@ import onnxruntime as ort
 
 from slipstream.engines.base import EngineDescription, EngineError, Float32Array, Int64Array
 from slipstream.engines.buckets import bucket_index
+from slipstream.engines.run_slots import RunSlots
 
 
 class Runner(Protocol):
@@ -63,18 +66,25 @@ class EngineSpec:
     # CUDA graphs), so `run` pads a length between edges up to its bucket; on a
     # CPU any shape runs and padding would be pure waste.
     fixed_shapes: bool = True
+    # CPU: batches at least this long run alone on the wide runner (every
+    # core); 0 = no wide runner.
+    wide_from_length: int = 0
 
 
 class OnnxEngine:
-    def __init__(self, spec: EngineSpec, runners: Sequence[Runner], runner_of_bucket: Sequence[int]) -> None:
+    def __init__(self, spec: EngineSpec, runners: Sequence[Runner], runner_of_bucket: Sequence[int],
+                 wide_runner: Runner | None = None) -> None:
         if len(runner_of_bucket) != len(spec.buckets):
             raise EngineError("every bucket needs a runner")
+        if spec.wide_from_length and wide_runner is None:
+            raise EngineError("wide_from_length needs a wide runner")
         self._spec = spec
         self._runners = list(runners)
         self._runner_of_bucket = list(runner_of_bucket)
+        self._wide_runner = wide_runner
         self._edges = np.asarray(spec.buckets, dtype=np.int64)
         self._needs_token_types = "token_type_ids" in spec.input_names
-        self._run_slots = threading.BoundedSemaphore(spec.parallel_runs)
+        self._run_slots = RunSlots(spec.parallel_runs)
 
     @property
     def input_names(self) -> list[str]:
@@ -140,10 +150,11 @@ class OnnxEngine:
         feeds = {"input_ids": ids, "attention_mask": mask}
         if types is not None:
             feeds["token_type_ids"] = types
-        runner = self._runners[self._runner_of_bucket[bucket]]
+        wants_wide = self._wide_runner is not None and ids.shape[1] >= self._spec.wide_from_length
         try:
-            with self._run_slots:
-                logits = runner.run(feeds)
+            with self._run_slots.claim(wants_wide) as wide:
+                runner = self._wide_runner if wide else self._runners[self._runner_of_bucket[bucket]]
+                logits = runner.run(feeds)  # type: ignore[union-attr]
         except Exception as exc:  # ORT raises its own exception types
             raise EngineError(f"inference failed on a [{batch}, {edge}] batch: {exc}") from exc
         return np.ascontiguousarray(logits, dtype=np.float32)

@@ -27,7 +27,16 @@ def cpu_threading(cpu: CpuSettings) -> tuple[int, int]:
     return threads, runs
 
 
-def build_session_options(settings: EngineSettings, device: str) -> tuple[ort.SessionOptions, dict[str, str]]:
+def wide_threads(cpu: CpuSettings) -> int:
+    """Threads of the wide CPU session; 0 when there is none (off, or narrow runs already have every core)."""
+    threads, _ = cpu_threading(cpu)
+    cores = physical_cores()
+    return cores if cpu.wide_from_length and cores > threads else 0
+
+
+def build_session_options(settings: EngineSettings, device: str,
+                          intra_op_threads: int | None = None) -> tuple[ort.SessionOptions, dict[str, str]]:
+    """Options of a device's sessions; `intra_op_threads` overrides the CPU thread count (the wide session)."""
     options = ort.SessionOptions()
     options.graph_optimization_level = _OPTIMIZATION_LEVELS[settings.graph_optimization_level]
     # Nodes run in order: parallelism is inside each operator (GEMMs, attention
@@ -43,6 +52,7 @@ def build_session_options(settings: EngineSettings, device: str) -> tuple[ort.Se
     if device == "cpu":
         cpu = settings.cpu
         threads, runs = cpu_threading(cpu)
+        threads = intra_op_threads or threads
         # With one thread, a run executes on its caller's thread: no pool to wake.
         options.intra_op_num_threads = threads
         options.enable_cpu_mem_arena = cpu.enable_memory_arena

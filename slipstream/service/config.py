@@ -94,6 +94,12 @@ class GroupSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         _doc("CPU batches run at once, each on its own thread; unset uses the engine's default "
              "(physical cores / intra_op_threads)."),
     ] = None
+    wide_from_length: Annotated[
+        int | None,
+        _doc("CPU: batches padded to at least this many tokens run alone with every core "
+             "(they parallelise well and set the tail latency); 0 = never; unset uses the "
+             "engine's default (128)."),
+    ] = None
     cache_dir: Annotated[
         str | None, _doc("Directory for TensorRT engine and timing caches.")
     ] = None
@@ -162,6 +168,8 @@ def _check_group(name: str, group: GroupSettings) -> None:
     positive("max_items_per_request", group.max_items_per_request)
     positive("intra_op_threads", group.intra_op_threads)
     positive("parallel_runs", group.parallel_runs)
+    if group.wide_from_length is not None and group.wide_from_length < 0:
+        raise ConfigError(f"group {name!r}: wide_from_length must be >= 0, not {group.wide_from_length}")
     if group.batch_duration_millis < 0:
         raise ConfigError(f"group {name!r}: batch_duration_millis must be >= 0")
     if group.buckets is not None:

@@ -50,6 +50,8 @@ def load_engine_for(settings: GroupSettings, manifest: Manifest) -> Engine:
         cpu=CpuSettings(
             intra_op_threads=settings.intra_op_threads or defaults.cpu.intra_op_threads,
             parallel_runs=settings.parallel_runs or defaults.cpu.parallel_runs,
+            wide_from_length=(defaults.cpu.wide_from_length if settings.wide_from_length is None
+                              else settings.wide_from_length),
         ),
         tensorrt=TensorRtSettings(cache_dir=settings.cache_dir) if settings.cache_dir else defaults.tensorrt,
     )

@@ -184,3 +184,20 @@ def test_concurrent_runs_each_get_their_own_logits(bert_fp32_engine: OnnxEngine)
         got = list(pool.map(lambda batch: bert_fp32_engine.run(*batch), batches))
     for want, have in zip(expected, got, strict=True):
         np.testing.assert_allclose(have, want, rtol=0, atol=1e-5)
+
+
+def test_long_batches_run_alone_on_every_core_with_the_same_logits(tiny_artifact: Path) -> None:
+    from slipstream.engines.platform import physical_cores
+
+    def engine(wide_from_length: int) -> OnnxEngine:
+        return load_engine(tiny_artifact, device="cpu", variant="fp32",
+                           settings=EngineSettings(cpu=CpuSettings(wide_from_length=wide_from_length)))
+
+    with_wide, without = engine(16), engine(0)
+    options = with_wide.describe().options
+    # A wide session only exists when a narrow run does not already have every core.
+    expected_threads = physical_cores() if physical_cores() > 1 else 0
+    assert options["wide_threads"] == str(expected_threads)
+    assert without.describe().options["wide_threads"] == "0"
+    ids, mask = _random_batch(np.random.default_rng(3), 3, 40)
+    np.testing.assert_allclose(with_wide.run(ids, mask), without.run(ids, mask), rtol=0, atol=1e-5)

@@ -36,8 +36,10 @@ def test_environment_and_takeoff_aliases_with_slipstream_names_winning():
 
 def test_cpu_threading_and_inline_tokenization_are_settings():
     settings = build_settings(artifact="a", environ={"SLIPSTREAM_PARALLEL_RUNS": "3", "SLIPSTREAM_INTRA_OP_THREADS": "2",
-                                                      "SLIPSTREAM_INLINE_TOKENIZE_CHARS": "0"})
-    assert (settings.groups["primary"].parallel_runs, settings.groups["primary"].intra_op_threads) == (3, 2)
+                                                      "SLIPSTREAM_INLINE_TOKENIZE_CHARS": "0",
+                                                      "SLIPSTREAM_WIDE_FROM_LENGTH": "0"})
+    group = settings.groups["primary"]
+    assert (group.parallel_runs, group.intra_op_threads, group.wide_from_length) == (3, 2, 0)
     assert settings.inline_tokenize_chars == 0
 
 
