@@ -268,3 +268,19 @@ def test_short_real_distillation_ranks_the_puppy_first_and_agrees_with_the_teach
     report = record.report
     assert report.classic_example.passed, report.classic_example
     assert report.spearman_pooled > 0.6, report
+
+
+def test_length_sorted_scoring_returns_each_pairs_score_in_the_given_order(tiny_default_model):
+    import torch
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    from slipstream.export.default_model_distill import score_pairs
+
+    model = BertForSequenceClassification.from_pretrained(tiny_default_model).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_default_model)
+    pairs = [(CLASSIC_QUERY, d) for d in CLASSIC_DOCUMENTS] + [("Space?", "Big."), ("a b c d e f g", "h i j k l m n o p")]
+    batch = tokenizer([q for q, _ in pairs], [p for _, p in pairs], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        expected = model(**batch).logits[:, 0].numpy()
+    scores = score_pairs(model, tokenizer, pairs, batch_size=2)
+    assert scores == pytest.approx(expected, abs=1e-5)
