@@ -122,9 +122,14 @@ def build_bench_artifact(model_dir: Path, artifact_dir: Path) -> None:
 
 
 def bucketed_batches(
-    tokenizer_json: Path, texts: Sequence[str], buckets: list[int], input_names: Sequence[str], batch_size: int
+    tokenizer_json: Path, texts: Sequence[str], buckets: list[int], input_names: Sequence[str], batch_size: int,
+    pad_to_longest: bool = False,
 ) -> tuple[list[tuple[int, Batch]], npt.NDArray[np.int64]]:
-    """(bucket edge, padded batch) in bucket order, and every text's token count."""
+    """(bucket edge, padded batch) in bucket order, and every text's token count.
+
+    Each batch is padded to its bucket edge, or with `pad_to_longest` only to its
+    longest text (what the service does on a CPU).
+    """
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_file(str(tokenizer_json))
@@ -138,7 +143,8 @@ def bucketed_batches(
         members = np.flatnonzero(edges == edge)
         for start in range(0, len(members), batch_size):
             rows = members[start : start + batch_size]
-            arrays = {name: np.zeros((len(rows), int(edge)), dtype=np.int64) for name in input_names}
+            width = int(lengths[rows].max()) if pad_to_longest else int(edge)
+            arrays = {name: np.zeros((len(rows), width), dtype=np.int64) for name in input_names}
             for row, index in enumerate(rows):  # benchmark set-up, not a hot path
                 encoding = encodings[index]
                 n = len(encoding.ids)

@@ -91,7 +91,7 @@ def server_configs(profile: Profile, include_pipeline: bool) -> list[ServerConfi
             name="slipstream-batch1",
             label="Slipstream, batching off",
             kind="slipstream",
-            description="max_batch_size=1: every request runs alone, padded to its bucket",
+            description="max_batch_size=1: every request runs alone (padded as the defaults pad)",
             env={"SLIPSTREAM_MAX_BATCH_SIZE": "1"},
             concurrencies=few_concurrencies,
             rate_fractions=few_rates,

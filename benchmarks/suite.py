@@ -271,9 +271,9 @@ class Suite:
         """The served engine alone on the same texts in bucketed batches: the ceiling served numbers are held to.
 
         Reuses the engines' offline benchmark's batching on the engine
-        `slipstream serve` would load here (same device, variant and threading
-        defaults), at batch 1, 8 and the engine's largest batch, with as many
-        batches in flight as the engine runs at once.
+        `slipstream serve` would load here (same device, variant, threading and
+        padding defaults), at batch 1, 8 and the engine's largest batch, with as
+        many batches in flight as the engine runs at once.
         Runs before any server starts, so nothing else competes for the cores.
         """
         import statistics
@@ -296,7 +296,9 @@ class Suite:
         # Batch 1 too: an engine running several batches at once may do best with single items.
         for batch_size in sorted({1, p.offline_batch_size, engine.max_batch_size}):
             batches, lengths = offline.bucketed_batches(
-                self.artifact / TOKENIZER_FILE, texts, engine.buckets, self.manifest.input_names, batch_size
+                self.artifact / TOKENIZER_FILE, texts, engine.buckets, self.manifest.input_names, batch_size,
+                # Padded as the service pads by default on this device (pad_to = "auto").
+                pad_to_longest=description.device == "cpu",
             )
             # As many batches in flight as the engine runs at once, as the service feeds it.
             wall_passes = offline.concurrent_passes(run, batches, engine.parallel_runs, p.offline_rounds)

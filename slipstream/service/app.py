@@ -352,7 +352,7 @@ def group_info(group: ModelGroup) -> GroupInfo:
             batch_duration_millis=settings.batch_duration_millis,
             max_queue_tokens=settings.max_queue_tokens,
             max_items_per_request=settings.max_items_per_request,
-            pad_to=settings.pad_to,
+            pad_to=group.pad_to,
             truncate=settings.truncate,
         ),
         ready=group.ready,

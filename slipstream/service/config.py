@@ -78,10 +78,11 @@ class GroupSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
              "unset uses the engine's edges for its device."),
     ] = None
     pad_to: Annotated[
-        Literal["bucket", "longest"],
-        _doc("Pad each batch to its bucket's edge (fixed shapes, warmed up) or to its longest "
-             "item (a baseline: with one bucket, batching without length buckets)."),
-    ] = "bucket"
+        Literal["auto", "bucket", "longest"],
+        _doc("Pad each batch to its bucket's edge (fixed shapes, all warmed up: what GPU engines "
+             "need) or only to its longest item (a CPU runs any shape, and padding is pure waste "
+             "there). auto: longest on CPU, bucket on GPU."),
+    ] = "auto"
     truncate: Annotated[
         bool,
         _doc("Truncate over-long inputs by default (a request's `truncate` overrides it)."),
