@@ -133,17 +133,12 @@ class _Pool:
                 connection.close()
                 self._open -= 1
             if self._open < self._cap:
-                self._open += 1
-                try:
-                    return await Connection.open(self._host, self._port)
-                except OSError:
-                    self._open -= 1
-                    raise
+                return await self.fresh()
             async with self._freed:
                 await self._freed.wait()
 
     async def fresh(self) -> Connection:
-        """A new connection in place of a stale one just released (so the count stays the same)."""
+        """A new connection, counted as open; also in place of a stale one just released (the count stays)."""
         self._open += 1
         try:
             return await Connection.open(self._host, self._port)
