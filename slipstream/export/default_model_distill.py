@@ -13,8 +13,8 @@ Why it fits in a few minutes on two cores:
 * a step's pairs run in length-sorted batches, each padded only to its own
   longest pair (a training step takes about a quarter less time than padded
   to the step's longest);
-* the embeddings and the lowest encoder layers are frozen, so backward stops
-  early and the optimiser state is small;
+* the embeddings (half the weights) and the first encoder layer are frozen,
+  so backward stops before them and the optimiser state is small;
 * each step is listwise: a query with its positive, a passage of the same
   document, hard negatives (other documents' passages the teacher finds
   closest) and random ones, so every step teaches ranking over the whole range

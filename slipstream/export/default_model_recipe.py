@@ -33,7 +33,11 @@ class DistillRecipe(msgspec.Struct, frozen=True, kw_only=True):
     eval_document_share: float = 0.12
     max_pair_tokens: int = 64  # training only; evaluation reads whole pairs, as serving does
     pairs_per_forward: int = 8  # a step's pairs run in length-sorted batches of this size
-    frozen_layers: int = 3  # lowest encoder layers kept as they are (embeddings always are)
+    # Lowest encoder layers kept as they are (the embeddings always are). Training
+    # five of the six layers instead of three costs about a fifth more per step and
+    # is the largest gain measured: held-out pooled Spearman 0.761 -> 0.809 with
+    # seed 1234, 0.649 -> 0.794 with seed 1235. All six: 0.818, but 250 s of training.
+    frozen_layers: int = 1
     learning_rate: float = 3e-4
     head_learning_rate: float = 3e-3
     warmup_share: float = 0.1
