@@ -442,6 +442,19 @@ def idle_added_latency_ms(run: ConfigRun) -> dict[str, float] | None:
     }
 
 
+# The service issue's targets: name in the summary -> (goal, True if higher is better).
+TARGET_GOALS: dict[str, tuple[float, bool]] = {
+    "served_vs_offline": (0.9, True),
+    "served_vs_pipeline": (3.0, True),
+    "idle_added_latency_p50_ms": (1.0, False),
+}
+
+
+def target_met(name: str, value: float | None) -> bool:
+    goal, higher_is_better = TARGET_GOALS[name]
+    return value is not None and (value >= goal if higher_is_better else value <= goal)
+
+
 def summarize(report: BenchReport) -> Summary:
     profile = report.profile
     by_name = {run.config.name: config_summary(run, profile) for run in report.runs if run.points}
@@ -455,17 +468,19 @@ def summarize(report: BenchReport) -> Summary:
                 main.rps_at_compare_concurrency, other.rps_at_compare_concurrency
             )
     targets: dict[str, dict[str, Any]] = {}
+
+    def target(name: str, value: float | None) -> dict[str, Any]:
+        return {"value": value, "target": TARGET_GOALS[name][0], "met": target_met(name, value)}
+
     offline_rate = report.offline.sequences_per_s if report.offline else None
     if main and offline_rate:
-        value = _ratio(main.rps_at_compare_concurrency, offline_rate)
-        targets["served_vs_offline"] = {"value": value, "target": 0.9, "met": value is not None and value >= 0.9}
+        targets["served_vs_offline"] = target("served_vs_offline", _ratio(main.rps_at_compare_concurrency, offline_rate))
     if main and "pipeline" in by_name:
-        value = ratios.get(f"c{profile.compare_concurrency}_vs_pipeline")
-        targets["served_vs_pipeline"] = {"value": value, "target": 3.0, "met": value is not None and value >= 3.0}
+        targets["served_vs_pipeline"] = target(
+            "served_vs_pipeline", ratios.get(f"c{profile.compare_concurrency}_vs_pipeline")
+        )
     main_run = next((run for run in report.runs if run.config.name == "slipstream"), None)
     added = idle_added_latency_ms(main_run) if main_run else None
     if added:
-        targets["idle_added_latency_p50_ms"] = {
-            "value": added["added_p50_ms"], "target": 1.0, "met": added["added_p50_ms"] <= 1.0, **added,
-        }
+        targets["idle_added_latency_p50_ms"] = target("idle_added_latency_p50_ms", added["added_p50_ms"]) | added
     return Summary(slo_p99_ms=profile.slo_p99_ms, configs=list(by_name.values()), ratios=ratios, targets=targets)

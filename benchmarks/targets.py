@@ -23,14 +23,10 @@ import msgspec
 
 from benchmarks import environment
 from benchmarks.settings import FULL
-from benchmarks.suite import Suite
+from benchmarks.readme import TARGET_TEXT
+from benchmarks.suite import TARGET_GOALS, Suite, target_met
 from slipstream.defaults import DEFAULT_ARTIFACT_DIR, DEFAULT_MODEL_DIR
 
-TARGETS = {  # name in the suite's summary -> (what it is, goal, True if higher is better)
-    "served_vs_offline": ("served throughput at 32 clients / offline engine throughput", 0.9, True),
-    "served_vs_pipeline": ("served throughput at 32 clients / transformers pipeline at 32 clients", 3.0, True),
-    "idle_added_latency_p50_ms": ("added latency at idle, p50 (end-to-end minus engine time), ms", 1.0, False),
-}
 
 
 class Round(msgspec.Struct, frozen=True, kw_only=True):
@@ -66,7 +62,7 @@ def measure_round(artifact: Path, model_dir: Path | None, work_dir: Path) -> Rou
         offline_sequences_per_s=report.offline.sequences_per_s if report.offline else None,
         served_rps_at_32=served.rps_at_compare_concurrency if served else None,
         pipeline_rps_at_32=pipeline.rps_at_compare_concurrency if pipeline else None,
-        targets={name: report.summary.targets.get(name, {}).get("value") for name in TARGETS},
+        targets={name: report.summary.targets.get(name, {}).get("value") for name in TARGET_GOALS},
     )
 
 
@@ -96,10 +92,10 @@ def render(report: TargetsReport) -> str:
             f"| {number(t['served_vs_pipeline'])} | {number(t['idle_added_latency_p50_ms'])} |"
         )
     lines += ["", "| target | median | goal | met |", "|---|---|---|---|"]
-    for name, (what, goal, higher_is_better) in TARGETS.items():
+    for name, (goal, _) in TARGET_GOALS.items():
         value = report.median[name]
-        met = value is not None and (value >= goal if higher_is_better else value <= goal)
-        lines.append(f"| {what} | {number(value)} | {goal:g} | {'yes' if met else 'no'} |")
+        what = TARGET_TEXT[name].format(c=FULL.compare_concurrency)
+        lines.append(f"| {what} | {number(value)} | {goal:g} | {'yes' if target_met(name, value) else 'no'} |")
     return "\n".join(lines) + "\n"
 
 
@@ -123,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"round {index + 1}: {rounds[-1].targets}", file=sys.stderr, flush=True)
     report = TargetsReport(
         started_at=started, machine=machine, artifact=str(args.artifact), rounds=rounds,
-        median={name: _median([r.targets[name] for r in rounds]) for name in TARGETS},
+        median={name: _median([r.targets[name] for r in rounds]) for name in TARGET_GOALS},
     )
     output.mkdir(parents=True, exist_ok=True)
     (output / "targets.json").write_bytes(msgspec.json.format(msgspec.json.encode(report)))
