@@ -43,12 +43,6 @@ class CpuSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     # also off when one run already has every core. The second session holds
     # a second copy of the weights.
     wide_from_length: int = 128
-
-    def __post_init__(self) -> None:
-        if self.intra_op_threads < 0 or self.parallel_runs < 0 or self.wide_from_length < 0:
-            raise ValueError(
-                "cpu.intra_op_threads, cpu.parallel_runs and cpu.wide_from_length must be >= 0 (0 = automatic/off)"
-            )
     # Intra-op workers spin briefly before sleeping. That wins a few percent
     # offline, but in the service the tokenizer and the HTTP loop share the same
     # cores, and a spinning idle pool steals their time; off by default.
@@ -59,6 +53,12 @@ class CpuSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     # Reuse intermediate buffers within one run (memory pattern planning works
     # because bucketed shapes repeat).
     enable_memory_pattern: bool = True
+
+    def __post_init__(self) -> None:
+        if self.intra_op_threads < 0 or self.parallel_runs < 0 or self.wide_from_length < 0:
+            raise ValueError(
+                "cpu.intra_op_threads, cpu.parallel_runs and cpu.wide_from_length must be >= 0 (0 = automatic/off)"
+            )
 
 
 class CudaSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
