@@ -70,7 +70,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONUNBUFFERED=1 \
     SLIPSTREAM_PORT=3000 \
-    SLIPSTREAM_CACHE_DIR=/var/cache/slipstream
+    SLIPSTREAM_TENSORRT__CACHE_DIR=/var/cache/slipstream/tensorrt
 WORKDIR /opt/slipstream
 COPY pyproject.toml README.md ./
 COPY slipstream ./slipstream

@@ -1,4 +1,4 @@
-# Two commands a newcomer needs: `make serve` and `make test`.
+# Two commands a newcomer needs: `make serve` and `make test`. `make lint` is what CI checks first.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -8,18 +8,25 @@ DEFAULT_MODEL_DIR ?= models/default-reranker
 DEFAULT_ARTIFACT_DIR ?= artifacts/default-reranker
 PORT ?= 3000
 
-.PHONY: venv test serve default-artifact bench bench-quick clean
+.PHONY: venv test lint serve default-artifact bench bench-quick clean
 
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[cpu,export,test,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[cpu,export,test,bench,lint]'
 	touch $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The same checks pre-commit runs (.pre-commit-config.yaml), configured in pyproject.toml.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 default-artifact: $(STAMP)
 	$(BIN)/slipstream build-default --model-dir $(DEFAULT_MODEL_DIR) --artifact-dir $(DEFAULT_ARTIFACT_DIR)

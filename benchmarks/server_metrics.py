@@ -2,7 +2,7 @@
 
 Scraped before and after each point, so the batch-size and padding numbers
 belong to that point's load alone. Metric names are the service's
-(`slipstream/service/metrics.py`); a server without them (the pipeline
+(`slipstream/server/metrics.py`); a server without them (the pipeline
 baseline) simply has no server metrics.
 """
 

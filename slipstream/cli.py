@@ -18,7 +18,7 @@ from slipstream import __version__
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     "slipstream.export.cli",
     "slipstream.export.default_model_cli",
-    "slipstream.service.cli",
+    "slipstream.server.cli",
     "benchmarks.cli",
 )
 
@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
             if not (module_name == missing or module_name.startswith(missing + ".")):
                 raise
             continue
-        register: Callable[[argparse._SubParsersAction], None] = module.register
+        register: Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None] = module.register
         register(subparsers)
     return parser
 

@@ -96,9 +96,7 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True):
         try:
             return self.variants[name]
         except KeyError:
-            raise ManifestError(
-                f"variant {name!r} is not in this artifact; it has {sorted(self.variants)}"
-            ) from None
+            raise ManifestError(f"variant {name!r} is not in this artifact; it has {sorted(self.variants)}") from None
 
 
 def sha256_of(path: Path) -> str:
@@ -128,9 +126,7 @@ def load_manifest(directory: Path | str) -> Manifest:
         raise ManifestError(f"{path} is not valid JSON: {exc}") from None
     version = raw.get("format_version") if isinstance(raw, dict) else None
     if version != FORMAT_VERSION:
-        raise ManifestError(
-            f"{path} has format_version {version!r}; this Slipstream reads {FORMAT_VERSION}"
-        )
+        raise ManifestError(f"{path} has format_version {version!r}; this Slipstream reads {FORMAT_VERSION}")
     try:
         return msgspec.convert(raw, Manifest)
     except msgspec.ValidationError as exc:

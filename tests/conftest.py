@@ -37,10 +37,10 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from collections.abc import Callable, Sequence  # noqa: E402
-from pathlib import Path  # noqa: E402
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
-import pytest  # noqa: E402
+import pytest
 
 TinyModelFactory = Callable[..., Path]
 TinyArtifactFactory = Callable[..., Path]
@@ -56,9 +56,7 @@ def tiny_model_factory(tmp_path_factory: pytest.TempPathFactory) -> TinyModelFac
         key = (model_type, num_labels, problem_type)
         if key not in cache:
             directory = tmp_path_factory.mktemp(f"tiny-{model_type}-{num_labels}-model")
-            cache[key] = build_tiny_model(
-                directory, model_type, num_labels=num_labels, problem_type=problem_type
-            )
+            cache[key] = build_tiny_model(directory, model_type, num_labels=num_labels, problem_type=problem_type)
         return cache[key]
 
     return factory

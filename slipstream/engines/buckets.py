@@ -76,13 +76,18 @@ def padding_efficiency(buckets: list[int], lengths: npt.ArrayLike) -> float:
     return float(lengths_array.sum() / padded.sum())
 
 
-def warmup_shapes(buckets: list[int], max_batch_size: int, batch_sizes: Iterable[int] | None = None) -> list[tuple[int, int]]:
-    """(batch, length) shapes that warm every bucket.
+def warmup_shapes(buckets: list[int], largest_batches: list[int], *, fixed_shapes: bool) -> list[tuple[int, int]]:
+    """(batch, length) shapes that prepare every bucket before serving.
 
-    By default batch 1 and max_batch_size for every edge: on TensorRT and CPU
-    one run per bucket builds or plans everything that bucket needs; the CUDA
-    path keeps device buffers per exact shape, so the two sizes seen most
-    (idle and full load) are the ones worth preparing.
+    Every edge at batch 1. An engine that specialises per shape (GPU: TensorRT
+    profiles, bound buffers, CUDA graphs) also runs each edge at the largest
+    batch the batcher sends it (`largest_batches[i]` for edge i). ONNX Runtime
+    on a CPU compiles nothing per shape: one run per bucket sets up its
+    buffers, and full batches at every length would only lengthen start-up.
     """
-    sizes = sorted({1, max_batch_size} if batch_sizes is None else set(batch_sizes))
-    return [(batch, length) for length in buckets for batch in sizes]
+    shapes = []
+    for edge, largest in zip(buckets, largest_batches, strict=True):
+        shapes.append((1, edge))
+        if fixed_shapes and largest > 1:
+            shapes.append((largest, edge))
+    return shapes

@@ -96,7 +96,8 @@ class DeviceBoundRunner:
         bound.binding.synchronize_inputs()
         self._session.run_with_iobinding(bound.binding, bound.run_options)
         bound.binding.synchronize_outputs()
-        return bound.output.numpy()
+        logits: Float32Array = bound.output.numpy()
+        return logits
 
     @property
     def warmup_runs(self) -> int:

@@ -82,7 +82,10 @@ def _buckets_for(settings: EngineSettings, device: str, max_length: int) -> list
 
 
 def _create_session(
-    model_path: Path, device: str, providers: list, session_options: ort.SessionOptions
+    model_path: Path,
+    device: str,
+    providers: list[str | tuple[str, dict[str, str]]],
+    session_options: ort.SessionOptions,
 ) -> ort.InferenceSession:
     try:
         session = ort.InferenceSession(str(model_path), session_options, providers=providers)
@@ -137,13 +140,15 @@ def _load_on(
         providers = session.get_providers()
     elif device == "cuda":
         cuda_options = cuda.provider_options(settings.cuda, variant_name)
-        session = _create_session(
-            model_path, device, [(CUDA_PROVIDER, cuda_options), CPU_PROVIDER], session_options
-        )
+        session = _create_session(model_path, device, [(CUDA_PROVIDER, cuda_options), CPU_PROVIDER], session_options)
         runners = [
             cuda.DeviceBoundRunner(
-                session, input_names, manifest.output_name, manifest.num_labels,
-                settings.cuda.device_id, settings.cuda.cuda_graphs,
+                session,
+                input_names,
+                manifest.output_name,
+                manifest.num_labels,
+                settings.cuda.device_id,
+                settings.cuda.cuda_graphs,
             )
         ]
         runner_of_bucket = [0] * len(buckets)
@@ -171,8 +176,14 @@ def _load_on(
     )
     log.info(
         "engine loaded: %s variant on %s (%s), %d buckets %s..%s, max batch %d, %d run(s) at once",
-        variant_name, device, ", ".join(spec.providers), len(buckets), buckets[0], buckets[-1],
-        settings.max_batch_size, parallel_runs,
+        variant_name,
+        device,
+        ", ".join(spec.providers),
+        len(buckets),
+        buckets[0],
+        buckets[-1],
+        settings.max_batch_size,
+        parallel_runs,
     )
     return OnnxEngine(spec, runners, runner_of_bucket, wide_runner)
 
@@ -220,8 +231,12 @@ def _tensorrt_runners(
         providers = providers or session.get_providers()
         runners.append(
             cuda.DeviceBoundRunner(
-                session, list(manifest.input_names), manifest.output_name, manifest.num_labels,
-                settings.cuda.device_id, cuda_graphs=False,
+                session,
+                list(manifest.input_names),
+                manifest.output_name,
+                manifest.num_labels,
+                settings.cuda.device_id,
+                cuda_graphs=False,
             )
         )
     runner_of_bucket = [tensorrt.profile_for(profiles, settings.max_batch_size, edge) for edge in buckets]

@@ -44,7 +44,8 @@ class HostRunner:
         self._outputs = [output_name]
 
     def run(self, feeds: dict[str, Int64Array]) -> Float32Array:
-        return self._session.run(self._outputs, feeds)[0]
+        logits: Float32Array = self._session.run(self._outputs, feeds)[0]
+        return logits
 
 
 @dataclass(frozen=True)
@@ -72,8 +73,13 @@ class EngineSpec:
 
 
 class OnnxEngine:
-    def __init__(self, spec: EngineSpec, runners: Sequence[Runner], runner_of_bucket: Sequence[int],
-                 wide_runner: Runner | None = None) -> None:
+    def __init__(
+        self,
+        spec: EngineSpec,
+        runners: Sequence[Runner],
+        runner_of_bucket: Sequence[int],
+        wide_runner: Runner | None = None,
+    ) -> None:
         if len(runner_of_bucket) != len(spec.buckets):
             raise EngineError("every bucket needs a runner")
         if spec.wide_from_length and wide_runner is None:
@@ -153,8 +159,10 @@ class OnnxEngine:
         wants_wide = self._wide_runner is not None and ids.shape[1] >= self._spec.wide_from_length
         try:
             with self._run_slots.claim(wants_wide) as wide:
-                runner = self._wide_runner if wide else self._runners[self._runner_of_bucket[bucket]]
-                logits = runner.run(feeds)  # type: ignore[union-attr]
+                runner = self._runners[self._runner_of_bucket[bucket]]
+                if wide and self._wide_runner is not None:
+                    runner = self._wide_runner
+                logits = runner.run(feeds)
         except Exception as exc:  # ORT raises its own exception types
             raise EngineError(f"inference failed on a [{batch}, {edge}] batch: {exc}") from exc
         return np.ascontiguousarray(logits, dtype=np.float32)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import importlib.util
 import math
 import os
 from dataclasses import dataclass
@@ -62,11 +63,10 @@ def _nvml_gpu_name(device_id: int) -> tuple[str | None, str | None]:
 def _tensorrt_library_dirs() -> list[Path]:
     # The `tensorrt` / `tensorrt-libs` wheels put libnvinfer in site-packages,
     # where onnxruntime's own preloading finds it but ctypes does not.
-    try:
-        import tensorrt_libs  # type: ignore[import-not-found]
-    except ImportError:
+    spec = importlib.util.find_spec("tensorrt_libs")
+    if spec is None or spec.origin is None:
         return []
-    return [Path(tensorrt_libs.__file__).parent]
+    return [Path(spec.origin).parent]
 
 
 def decode_tensorrt_version(encoded: int) -> str:
@@ -136,7 +136,9 @@ def physical_cores() -> int:
     for cpu in allowed:
         topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
         try:
-            cores.add(((topology / "physical_package_id").read_text().strip(), (topology / "core_id").read_text().strip()))
+            cores.add(
+                ((topology / "physical_package_id").read_text().strip(), (topology / "core_id").read_text().strip())
+            )
         except OSError:
             cores.add(("?", str(cpu)))  # no topology: count logical CPUs
     count = len(cores) or 1

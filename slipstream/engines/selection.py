@@ -91,8 +91,8 @@ def choose_variant(manifest: Manifest, device: str, requested: str | None) -> st
             raise EngineError(f"variant {requested!r} failed validation at export ({variant.validation.criteria})")
         return requested
     for name in _VARIANT_PREFERENCE[device]:
-        variant = manifest.variants.get(name)
-        if variant is not None and variant.validation.passed:
+        candidate = manifest.variants.get(name)
+        if candidate is not None and candidate.validation.passed:
             return name
     raise EngineError(
         f"the artifact has no validated variant usable on {device} "

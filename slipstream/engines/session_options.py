@@ -34,8 +34,9 @@ def wide_threads(cpu: CpuSettings) -> int:
     return cores if cpu.wide_from_length and cores > threads else 0
 
 
-def build_session_options(settings: EngineSettings, device: str,
-                          intra_op_threads: int | None = None) -> tuple[ort.SessionOptions, dict[str, str]]:
+def build_session_options(
+    settings: EngineSettings, device: str, intra_op_threads: int | None = None
+) -> tuple[ort.SessionOptions, dict[str, str]]:
     """Options of a device's sessions; `intra_op_threads` overrides the CPU thread count (the wide session)."""
     options = ort.SessionOptions()
     options.graph_optimization_level = _OPTIMIZATION_LEVELS[settings.graph_optimization_level]

@@ -1,127 +1,156 @@
-"""Typed settings of an engine: one place for every ONNX Runtime knob we expose.
+"""Typed settings of an engine: every ONNX Runtime knob we expose, defined once.
 
-Defaults are chosen for a MiniLM/BERT-sized classifier behind the length-bucketed
-batcher; each field says why it has the default it has. README.md ("Engines") has the
-full reference.
+A consumer group's settings embed these (`slipstream.batching.settings`), so
+flags, environment variables, config-file keys and docs/serving.md all derive
+from the definitions here. Defaults suit a MiniLM/BERT-sized classifier behind
+the length-bucketed batcher; docs/design-notes.md has the measurements behind
+them.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
+from slipstream.settings import Settings, setting
+
+# Positive lengths, at least one.
+BucketEdges = Annotated[list[Annotated[int, msgspec.Meta(ge=1)]], msgspec.Meta(min_length=1)]
 # Where TensorRT engines and timing caches are kept unless configured otherwise.
 DEFAULT_TENSORRT_CACHE_DIR = Path.home() / ".cache" / "slipstream" / "tensorrt"
 
 
-class CpuSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    # Threads inside one run; 0 = the physical cores this process may use
-    # (affinity and cgroup quota respected; hyper-threads share one core's
-    # vector units, so counting them only adds contention).
-    # 1 by default, with one run per core at once (`parallel_runs`): measured
-    # on MiniLM-L6 int8 with 2 cores, two single-threaded runs of one session
-    # gave 1.3x the sequences/s of one two-threaded run at batch 1 and 1.15x
-    # at batch 8. A small batch parallelises poorly inside operators, and a
-    # multi-threaded run stalls at every operator's barrier whenever the
-    # service's own threads (HTTP, tokenizer) preempt one of its workers;
-    # independent single-threaded runs just slow down a little. Raise it for
-    # lower latency at idle on a large model, at the cost of throughput.
-    intra_op_threads: int = 1
-    # Batches that may run at once, each on its own thread through the same
-    # session (one copy of the weights); 0 = physical cores // intra_op_threads
-    # (at least 1).
-    parallel_runs: int = 0
-    # A batch padded to at least this many tokens that starts while nothing
-    # else runs uses a second session with every physical core (see
-    # `run_slots.py`). Long inputs set the tail latency at low load, and they
-    # parallelise well inside operators (MiniLM-L6 int8, batch 1, two threads
-    # against one: 1.55-1.8x faster from 128 tokens, only 1.3-1.4x up to 64):
-    # measured at one client, p99 latency 87 -> 48 ms, with the same
-    # throughput at 32 clients (under load runs never start alone). 0 = never;
-    # also off when one run already has every core. The second session holds
-    # a second copy of the weights.
-    wide_from_length: int = 128
-    # Intra-op workers spin briefly before sleeping. That wins a few percent
-    # offline, but in the service the tokenizer and the HTTP loop share the same
-    # cores, and a spinning idle pool steals their time; off by default.
-    allow_spinning: bool = False
-    # The arena keeps freed blocks for reuse; with a fixed set of bucket shapes
-    # the same sizes recur, so after warm-up no run allocates from the OS.
-    enable_memory_arena: bool = True
-    # Reuse intermediate buffers within one run (memory pattern planning works
-    # because bucketed shapes repeat).
-    enable_memory_pattern: bool = True
+class CpuSettings(Settings, frozen=True):
+    """The CPU execution provider."""
 
-    def __post_init__(self) -> None:
-        if self.intra_op_threads < 0 or self.parallel_runs < 0 or self.wide_from_length < 0:
-            raise ValueError(
-                "cpu.intra_op_threads, cpu.parallel_runs and cpu.wide_from_length must be >= 0 (0 = automatic/off)"
-            )
-
-
-class CudaSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    device_id: int = 0
-    # Transformers have no convolutions; exhaustive search would only add
-    # start-up time for models that do (e.g. ConvBERT). HEURISTIC is a cheap,
-    # good choice for those.
-    cudnn_conv_algo_search: Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"] = "HEURISTIC"
-    # Copies on the default stream are ordered with compute, so a buffer reused
-    # for the next batch is never overwritten while a kernel still reads it.
-    do_copy_in_default_stream: bool = True
-    # The bucket shapes repeat: allocate exactly what is asked rather than
-    # doubling the arena on each growth (kNextPowerOfTwo wastes up to half).
-    arena_extend_strategy: Literal["kNextPowerOfTwo", "kSameAsRequested"] = "kSameAsRequested"
-    # Bytes the CUDA arena may use; 0 = no limit.
-    gpu_mem_limit: int = 0
-    # TF32 matmuls change fp32 logits by ~1e-3 relative; None = off for the fp32
-    # variant (so it matches the exported model) and on for fp16.
-    use_tf32: bool | None = None
-    # One captured CUDA graph per (batch, length) shape, replayed on later runs.
-    # Removes kernel-launch overhead for small batches; needs every node on the
-    # CUDA provider. Opt-in: not yet run on a GPU by this project.
-    cuda_graphs: bool = False
+    # One thread per run, one run per core: a small batch parallelises poorly
+    # inside operators, and a multi-threaded run stalls at every operator's
+    # barrier whenever the service's own threads preempt one of its workers.
+    intra_op_threads: Annotated[
+        int,
+        setting(
+            "Threads inside one run; 0 = every physical core this process may use (affinity and cgroup "
+            "quota respected). Raise it for lower idle latency on a large model, at some cost in throughput.",
+            ge=0,
+        ),
+    ] = 1
+    parallel_runs: Annotated[
+        int,
+        setting(
+            "Batches that may run at once, each on its own thread through one session (one copy of the "
+            "weights); 0 = physical cores / intra_op_threads.",
+            ge=0,
+        ),
+    ] = 0
+    # Long inputs set the tail latency at low load and parallelise well inside
+    # operators; under load runs never start alone, so throughput is unchanged.
+    wide_from_length: Annotated[
+        int,
+        setting(
+            "A batch padded to at least this many tokens that starts while nothing else runs uses a "
+            "second session with every physical core (it holds a second copy of the weights); 0 = never.",
+            ge=0,
+        ),
+    ] = 128
+    # The tokenizer and the HTTP loop share the cores; a spinning idle pool steals their time.
+    allow_spinning: Annotated[
+        bool, setting("Let intra-op workers spin before sleeping (faster offline, slower when cores are shared).")
+    ] = False
+    enable_memory_arena: Annotated[
+        bool, setting("Keep freed blocks for reuse: bucketed shapes recur, so after warm-up no run allocates.")
+    ] = True
+    enable_memory_pattern: Annotated[bool, setting("Plan intermediate buffers per shape (bucketed shapes repeat).")] = (
+        True
+    )
 
 
-class TensorRtSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    # Engines and timing caches live under here, one sub-directory per cache key.
-    cache_dir: str = str(DEFAULT_TENSORRT_CACHE_DIR)
-    fp16: bool = True
-    # Keep LayerNorm in fp32 inside fp16 engines: BERT's residual stream can
-    # overflow fp16 in the variance computation.
-    layer_norm_fp32_fallback: bool = True
-    # Builder workspace in bytes; 0 = TensorRT's default (the device memory).
-    max_workspace_bytes: int = 0
-    # TensorRT builder optimization level 0-5 (3 is TensorRT's default).
-    builder_optimization_level: int = 3
-    # "per_bucket": one session (one engine, one profile) per length bucket,
-    # tuned for exactly that length; ONNX Runtime keeps a TensorRT context on
-    # profile 0, so one profile per session is the way to get several.
-    # "single": one session whose profile spans all buckets (less memory and
-    # build time, kernels tuned for one length only).
-    profiles: Literal["per_bucket", "single"] = "per_bucket"
+class CudaSettings(Settings, frozen=True):
+    """The CUDA execution provider (also TensorRT's fallback for nodes it rejects)."""
+
+    device_id: Annotated[int, setting("GPU to run on.", ge=0)] = 0
+    # Transformers have no convolutions; exhaustive search only adds start-up time for models that do.
+    cudnn_conv_algo_search: Annotated[
+        Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"], setting("cuDNN convolution algorithm search.")
+    ] = "HEURISTIC"
+    # Copies ordered with compute: a buffer reused for the next batch is never
+    # overwritten while a kernel still reads it.
+    do_copy_in_default_stream: Annotated[bool, setting("Copy inputs and outputs on the default stream.")] = True
+    # Bucket shapes repeat: doubling the arena on each growth wastes up to half.
+    arena_extend_strategy: Annotated[
+        Literal["kNextPowerOfTwo", "kSameAsRequested"], setting("How the CUDA memory arena grows.")
+    ] = "kSameAsRequested"
+    gpu_mem_limit: Annotated[int, setting("Bytes the CUDA arena may use; 0 = no limit.", ge=0)] = 0
+    use_tf32: Annotated[
+        bool | None,
+        setting("TF32 matmuls; unset = off for fp32 (so it matches the exported model), on for fp16."),
+    ] = None
+    cuda_graphs: Annotated[
+        bool,
+        setting(
+            "Capture one CUDA graph per (batch, length) shape and replay it: less launch overhead for "
+            "small batches; needs every node on the CUDA provider."
+        ),
+    ] = False
 
 
-class EngineSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    # Sequence-length bucket edges (ascending). None = the device's default
-    # (fine-grained on CPU, TensorRT-profile-sized on GPU), capped at the
-    # model's maximum length.
-    buckets: list[int] | None = None
-    # Largest batch the batcher may send; TensorRT profiles are built for it.
-    max_batch_size: int = 32
-    # ORT_ENABLE_ALL also applies layout and contrib-op fusions the exported
-    # graph may not have had; lower it only to debug.
-    graph_optimization_level: Literal["disable", "basic", "extended", "all"] = "all"
+class TensorRtSettings(Settings, frozen=True):
+    """The TensorRT execution provider."""
+
+    cache_dir: Annotated[
+        str, setting("Directory of TensorRT engines and timing caches, one sub-directory per cache key.")
+    ] = str(DEFAULT_TENSORRT_CACHE_DIR)
+    fp16: Annotated[bool, setting("Build fp16 engines.")] = True
+    # BERT's residual stream can overflow fp16 in the variance computation.
+    layer_norm_fp32_fallback: Annotated[bool, setting("Keep LayerNorm in fp32 inside fp16 engines.")] = True
+    max_workspace_bytes: Annotated[
+        int, setting("Builder workspace in bytes; 0 = TensorRT's default (the device memory).", ge=0)
+    ] = 0
+    builder_optimization_level: Annotated[
+        int, setting("TensorRT builder optimization level (3 is TensorRT's default).", ge=0, le=5)
+    ] = 3
+    # ONNX Runtime keeps a TensorRT context on profile 0, so one profile per
+    # session is the way to get an engine tuned for each length.
+    profiles: Annotated[
+        Literal["per_bucket", "single"],
+        setting(
+            "per_bucket: one engine per length bucket, tuned for that length; single: one engine whose "
+            "profile spans every bucket (less memory and build time)."
+        ),
+    ] = "per_bucket"
+
+
+class EngineSettings(Settings, frozen=True):
+    """What an engine is built with: shapes, graph optimization and each provider's settings."""
+
+    buckets: Annotated[
+        BucketEdges | None,
+        setting(
+            "Sequence-length bucket edges, ascending (comma-separated in flags and environment); unset = "
+            "the device's default (fine-grained on CPU, TensorRT-profile-sized on GPU). Capped at the "
+            "model's maximum length, which is always the last edge."
+        ),
+    ] = None
+    max_batch_size: Annotated[
+        int, setting("Most items in one engine batch; TensorRT profiles are built for it.", ge=1)
+    ] = 32
+    # ORT_ENABLE_ALL also applies fusions the exported graph may not have had.
+    graph_optimization_level: Annotated[
+        Literal["disable", "basic", "extended", "all"], setting("ONNX Runtime graph optimization; lower only to debug.")
+    ] = "all"
     cpu: CpuSettings = msgspec.field(default_factory=CpuSettings)
     cuda: CudaSettings = msgspec.field(default_factory=CudaSettings)
     tensorrt: TensorRtSettings = msgspec.field(default_factory=TensorRtSettings)
 
     def __post_init__(self) -> None:
-        if self.max_batch_size < 1:
-            raise ValueError(f"max_batch_size must be >= 1, got {self.max_batch_size}")
-        if self.buckets is not None:
-            if not self.buckets or any(b < 1 for b in self.buckets):
-                raise ValueError(f"buckets must be positive lengths, got {self.buckets}")
-            if sorted(set(self.buckets)) != list(self.buckets):
-                raise ValueError(f"buckets must be strictly ascending, got {self.buckets}")
+        super().__post_init__()
+        if self.buckets is not None and sorted(set(self.buckets)) != list(self.buckets):
+            raise ValueError(f"buckets must be strictly ascending, got {self.buckets}")
+
+    def engine_settings(self) -> EngineSettings:
+        """Just the engine's part (a group's settings are engine settings and more)."""
+        if type(self) is EngineSettings:
+            return self
+        names = EngineSettings.__struct_fields__
+        return EngineSettings(**{name: getattr(self, name) for name in names})

@@ -35,10 +35,7 @@ class ShapeProfile:
     max_shape: tuple[int, int]
 
     def covers(self, batch: int, length: int) -> bool:
-        return (
-            self.min_shape[0] <= batch <= self.max_shape[0]
-            and self.min_shape[1] <= length <= self.max_shape[1]
-        )
+        return self.min_shape[0] <= batch <= self.max_shape[0] and self.min_shape[1] <= length <= self.max_shape[1]
 
     def option_strings(self, input_names: list[str]) -> dict[str, str]:
         """The trt_profile_* provider options ("name:BxL,name:BxL")."""
@@ -60,17 +57,12 @@ def build_profiles(buckets: list[int], max_batch_size: int, layout: str) -> list
     throughput is decided; a batch of one is fast on any kernel.
     """
     if layout == "per_bucket":
-        return [
-            ShapeProfile((edge,), (1, edge), (max_batch_size, edge), (max_batch_size, edge))
-            for edge in buckets
-        ]
+        return [ShapeProfile((edge,), (1, edge), (max_batch_size, edge), (max_batch_size, edge)) for edge in buckets]
     if layout == "single":
         # Tune for the median edge: the spread of lengths is what one profile must serve.
         opt_length = buckets[len(buckets) // 2]
         return [
-            ShapeProfile(
-                tuple(buckets), (1, buckets[0]), (max_batch_size, opt_length), (max_batch_size, buckets[-1])
-            )
+            ShapeProfile(tuple(buckets), (1, buckets[0]), (max_batch_size, opt_length), (max_batch_size, buckets[-1]))
         ]
     raise ValueError(f"unknown TensorRT profile layout {layout!r}")
 

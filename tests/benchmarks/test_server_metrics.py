@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from benchmarks import server_metrics
-from slipstream.service.metrics import ServiceMetrics
+from slipstream.server.metrics import ServiceMetrics
 
 
 def test_the_difference_covers_only_what_happened_between_scrapes() -> None:

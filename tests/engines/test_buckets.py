@@ -63,6 +63,9 @@ def test_fine_cpu_edges_waste_less_than_powers_of_two() -> None:
     assert fine >= 0.85 > powers
 
 
-def test_warmup_shapes_cover_every_bucket_at_batch_1_and_max() -> None:
-    assert warmup_shapes([8, 16], 4) == [(1, 8), (4, 8), (1, 16), (4, 16)]
-    assert warmup_shapes([8], 4, batch_sizes=[2]) == [(2, 8)]
+def test_warmup_shapes_cover_every_bucket_at_batch_1_and_on_a_gpu_at_its_largest_batch() -> None:
+    assert warmup_shapes([8, 16], [4, 4], fixed_shapes=True) == [(1, 8), (4, 8), (1, 16), (4, 16)]
+    assert warmup_shapes([8, 16], [4, 2], fixed_shapes=True) == [(1, 8), (4, 8), (1, 16), (2, 16)]
+    assert warmup_shapes([8, 16], [4, 1], fixed_shapes=True) == [(1, 8), (4, 8), (1, 16)]
+    # ONNX Runtime on a CPU compiles nothing per shape: one run per bucket.
+    assert warmup_shapes([8, 16], [4, 4], fixed_shapes=False) == [(1, 8), (1, 16)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import onnxruntime as ort
@@ -54,16 +55,23 @@ def test_fp32_matches_pytorch_on_the_export_validation_set(bert_fp32_engine: Onn
     assert np.ptp(singles, axis=0).min() > 0.05
 
 
-def test_int8_is_the_cpu_default_and_agrees_with_pytorch_on_top1(bert_int8_engine: OnnxEngine, bert_validation_set) -> None:
+def test_int8_is_the_cpu_default_and_agrees_with_pytorch_on_top1(
+    bert_int8_engine: OnnxEngine, bert_validation_set
+) -> None:
     assert bert_int8_engine.describe().variant == "int8"
     expected = np.concatenate(bert_validation_set.reference_logits)
     got = np.concatenate(
-        [bert_int8_engine.run(b["input_ids"], b["attention_mask"], b["token_type_ids"]) for b in bert_validation_set.batches]
+        [
+            bert_int8_engine.run(b["input_ids"], b["attention_mask"], b["token_type_ids"])
+            for b in bert_validation_set.batches
+        ]
     )
     assert (got.argmax(axis=1) == expected.argmax(axis=1)).mean() >= 0.85
 
 
-def test_every_bucket_shape_matches_the_onnx_model_run_directly(tiny_artifact: Path, bert_fp32_engine: OnnxEngine) -> None:
+def test_every_bucket_shape_matches_the_onnx_model_run_directly(
+    tiny_artifact: Path, bert_fp32_engine: OnnxEngine
+) -> None:
     reference = ort.InferenceSession(str(tiny_artifact / "model.fp32.onnx"), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(0)
     for length in bert_fp32_engine.buckets:
@@ -75,7 +83,9 @@ def test_every_bucket_shape_matches_the_onnx_model_run_directly(tiny_artifact: P
             np.testing.assert_allclose(got, want, atol=1e-5, rtol=0, err_msg=f"shape {(batch, length)}")
 
 
-def test_a_length_between_edges_runs_as_it_is_on_cpu_with_the_logits_of_its_bucket(bert_fp32_engine: OnnxEngine) -> None:
+def test_a_length_between_edges_runs_as_it_is_on_cpu_with_the_logits_of_its_bucket(
+    bert_fp32_engine: OnnxEngine,
+) -> None:
     rng = np.random.default_rng(1)
     ids, mask = _random_batch(rng, 4, 13)  # between the CPU edges 8 and 16
     padded_ids = np.pad(ids, ((0, 0), (0, 3)))
@@ -91,15 +101,25 @@ def test_only_engines_with_fixed_shapes_pad_up_to_the_bucket(fixed_shapes: bool,
 
     class ShapeRecorder:
         warmup_runs = 1
-        shapes: list[tuple[int, ...]] = []
+        shapes: ClassVar[list[tuple[int, ...]]] = []
 
         def run(self, feeds):
             self.shapes.append(feeds["input_ids"].shape)
             return np.zeros((feeds["input_ids"].shape[0], 2), dtype=np.float32)
 
-    spec = EngineSpec(variant="fp32", model_file="m.onnx", device="cuda" if fixed_shapes else "cpu", providers=[],
-                      options={}, buckets=[8, 16, 512], max_batch_size=4, input_names=["input_ids", "attention_mask"],
-                      num_labels=2, pad_token_id=0, fixed_shapes=fixed_shapes)
+    spec = EngineSpec(
+        variant="fp32",
+        model_file="m.onnx",
+        device="cuda" if fixed_shapes else "cpu",
+        providers=[],
+        options={},
+        buckets=[8, 16, 512],
+        max_batch_size=4,
+        input_names=["input_ids", "attention_mask"],
+        num_labels=2,
+        pad_token_id=0,
+        fixed_shapes=fixed_shapes,
+    )
     recorder = ShapeRecorder()
     engine = OnnxEngine(spec, [recorder], [0, 0, 0])
     engine.run(np.ones((2, 13), np.int64), np.ones((2, 13), np.int64))
@@ -136,14 +156,18 @@ def test_bad_shapes_are_refused(bert_fp32_engine: OnnxEngine, ids_shape, mask_sh
 
 
 def test_warmup_runs_every_requested_shape(tiny_artifact: Path) -> None:
-    engine = load_engine(tiny_artifact, device="cpu", variant="fp32", settings=EngineSettings(buckets=[8, 32], max_batch_size=4))
+    engine = load_engine(
+        tiny_artifact, device="cpu", variant="fp32", settings=EngineSettings(buckets=[8, 32], max_batch_size=4)
+    )
     assert engine.buckets == [8, 32, 512]
     engine.warmup([(1, 8), (4, 8), (1, 32), (4, 512)])
 
 
 def test_description_names_variant_providers_options_and_buckets(tiny_artifact: Path) -> None:
     engine = load_engine(
-        tiny_artifact, device="cpu", variant="fp32",
+        tiny_artifact,
+        device="cpu",
+        variant="fp32",
         settings=EngineSettings(max_batch_size=8, cpu=CpuSettings(intra_op_threads=1)),
     )
     description = engine.describe()
@@ -167,8 +191,12 @@ def test_by_default_each_core_runs_its_own_single_threaded_batch(bert_fp32_engin
 
 
 def test_more_threads_per_run_means_fewer_runs_at_once(tiny_artifact: Path) -> None:
-    engine = load_engine(tiny_artifact, device="cpu", variant="fp32",
-                         settings=EngineSettings(cpu=CpuSettings(intra_op_threads=2, parallel_runs=3)))
+    engine = load_engine(
+        tiny_artifact,
+        device="cpu",
+        variant="fp32",
+        settings=EngineSettings(cpu=CpuSettings(intra_op_threads=2, parallel_runs=3)),
+    )
     assert (engine.describe().options["intra_op_threads"], engine.parallel_runs) == ("2", 3)
     with pytest.raises(ValueError, match="parallel_runs"):
         CpuSettings(parallel_runs=-1)
@@ -190,8 +218,12 @@ def test_long_batches_run_alone_on_every_core_with_the_same_logits(tiny_artifact
     from slipstream.engines.platform import physical_cores
 
     def engine(wide_from_length: int) -> OnnxEngine:
-        return load_engine(tiny_artifact, device="cpu", variant="fp32",
-                           settings=EngineSettings(cpu=CpuSettings(wide_from_length=wide_from_length)))
+        return load_engine(
+            tiny_artifact,
+            device="cpu",
+            variant="fp32",
+            settings=EngineSettings(cpu=CpuSettings(wide_from_length=wide_from_length)),
+        )
 
     with_wide, without = engine(16), engine(0)
     options = with_wide.describe().options

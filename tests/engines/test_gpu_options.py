@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -47,7 +48,7 @@ def test_profile_option_strings_name_every_input() -> None:
     }
 
 
-def _key(**changes: object) -> tensorrt.CacheKey:
+def _key(**changes: Any) -> tensorrt.CacheKey:
     key = tensorrt.CacheKey(
         model_sha256="ab" * 32,
         ort_version="1.32.0",

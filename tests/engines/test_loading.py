@@ -63,8 +63,13 @@ def test_auto_falls_back_tensorrt_then_cuda_then_cpu_and_logs_each_step(
     assert engine.describe().device == "cpu"
     messages = [r.message for r in caplog.records]
     assert any(m.startswith("engine device: auto chose tensorrt on NVIDIA H100") for m in messages)
-    assert any("tensorrt failed (TensorrtExecutionProvider did not load" in m and m.endswith("falls back to cuda") for m in messages)
-    assert any("cuda failed (CUDAExecutionProvider did not load" in m and m.endswith("falls back to cpu") for m in messages)
+    assert any(
+        "tensorrt failed (TensorrtExecutionProvider did not load" in m and m.endswith("falls back to cuda")
+        for m in messages
+    )
+    assert any(
+        "cuda failed (CUDAExecutionProvider did not load" in m and m.endswith("falls back to cpu") for m in messages
+    )
 
 
 def test_explicit_tensorrt_does_not_fall_back(tiny_artifact: Path, tmp_path: Path) -> None:
@@ -78,7 +83,7 @@ def test_a_corrupt_model_file_is_refused(artifact_copy: Path) -> None:
     data = bytearray(model.read_bytes())
     data[len(data) // 2] ^= 0xFF  # same size, one flipped byte
     model.write_bytes(bytes(data))
-    with pytest.raises(EngineError, match="model.fp32.onnx does not match the manifest's sha256/size"):
+    with pytest.raises(EngineError, match=r"model.fp32.onnx does not match the manifest's sha256/size"):
         load_engine(artifact_copy, device="cpu", variant="fp32")
 
 
@@ -89,13 +94,13 @@ def test_a_manifest_whose_sha256_does_not_match_is_refused(artifact_copy: Path) 
         manifest, variants={**manifest.variants, "int8": msgspec.structs.replace(int8, sha256="0" * 64)}
     )
     write_manifest(artifact_copy, tampered)
-    with pytest.raises(EngineError, match="variant int8: .* does not match the manifest's sha256/size"):
+    with pytest.raises(EngineError, match=r"variant int8: .* does not match the manifest's sha256/size"):
         load_engine(artifact_copy, device="cpu")
 
 
 def test_a_missing_model_file_is_refused(artifact_copy: Path) -> None:
     (artifact_copy / "model.int8.onnx").unlink()
-    with pytest.raises(EngineError, match="model.int8.onnx is missing"):
+    with pytest.raises(EngineError, match=r"model.int8.onnx is missing"):
         load_engine(artifact_copy, device="cpu")
 
 

@@ -1,0 +1,63 @@
+"""A consumer group's settings: which artifact, on which device, batched how.
+
+A group's settings are its engine's settings (`EngineSettings`: buckets,
+batch size, CPU, CUDA and TensorRT providers) plus the group's own, so each
+engine knob is defined once, in `slipstream.engines.settings`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from slipstream.defaults import DEFAULT_ARTIFACT_DIR
+from slipstream.engines.base import DeviceChoice
+from slipstream.engines.settings import EngineSettings
+from slipstream.manifest import VariantName
+from slipstream.settings import PositiveInt, setting
+
+PadTo = Literal["auto", "bucket", "longest"]
+
+
+class GroupSettings(EngineSettings, frozen=True):
+    """One consumer group: one model artifact behind its own batcher."""
+
+    artifact: Annotated[str, setting("Export artifact directory to serve.")] = str(DEFAULT_ARTIFACT_DIR)
+    device: Annotated[
+        DeviceChoice, setting("Execution device: auto (TensorRT, else CUDA, else CPU) or a strict choice.")
+    ] = "auto"
+    variant: Annotated[
+        VariantName | None,
+        setting("Model variant; unset lets the engine choose for the device (int8 on CPU, fp16 on GPU)."),
+    ] = None
+    max_batch_tokens: Annotated[
+        PositiveInt | None, setting("Most padded tokens (items x bucket length) in one batch; unset = no limit.")
+    ] = None
+    batch_duration_millis: Annotated[
+        float,
+        setting(
+            "Wait bound: an item that has waited this long is served before fuller buckets. An idle engine "
+            "never waits. Takeoff's TAKEOFF_BATCH_DURATION_MILLIS is read too.",
+            ge=0,
+        ),
+    ] = 10.0
+    max_queue_tokens: Annotated[
+        int,
+        setting(
+            "Backpressure: most tokens queued for this group; past it requests get 429. The default holds "
+            "one largest request (256 items x 512 tokens).",
+            ge=1,
+        ),
+    ] = 131_072
+    max_items_per_request: Annotated[int, setting("Most texts or pairs in one request; more gets 413.", ge=1)] = 256
+    # A CPU runs any shape, so padding past the longest item is pure waste there;
+    # GPU engines run only the prepared (warmed-up) bucket shapes.
+    pad_to: Annotated[
+        PadTo,
+        setting(
+            "Pad each batch to its bucket's edge (fixed shapes, all warmed up: what GPU engines need) or only "
+            "to its longest item. auto: longest on CPU, bucket on GPU."
+        ),
+    ] = "auto"
+    truncate: Annotated[
+        bool, setting("Truncate over-long inputs by default (a request's `truncate` overrides it).")
+    ] = True

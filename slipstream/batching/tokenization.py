@@ -1,0 +1,170 @@
+"""Turning request texts into token ids, with the model's own tokenizer.
+
+The Rust tokenizer does the work and releases the GIL, so callers run
+`TextEncoder.encode` in a worker thread. Results come back flat (all items'
+ids concatenated, plus per-item lengths) so that padding a batch later is one
+numpy scatter rather than a Python loop over tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import chain
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+from tokenizers import Encoding, Tokenizer
+
+TruncationDirection = Literal["right", "left"]
+TextInput = str | tuple[str, str]
+
+
+class InputTooLong(ValueError):
+    """An input is longer than the model accepts and truncation was turned off."""
+
+
+class EmptyInput(ValueError):
+    """An input tokenized to nothing, which the model cannot take."""
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedItems:
+    """Token ids of several items, concatenated: item i is ids[offsets[i]:offsets[i+1]]."""
+
+    ids: npt.NDArray[np.int64]
+    type_ids: npt.NDArray[np.int64] | None  # None when the model takes no token_type_ids
+    lengths: npt.NDArray[np.int64]
+    offsets: npt.NDArray[np.int64]  # len(items) + 1 entries
+
+    def __len__(self) -> int:
+        return int(self.lengths.shape[0])
+
+    @property
+    def total_tokens(self) -> int:
+        return int(self.offsets[-1])
+
+    def slice(self, start: int, stop: int) -> EncodedItems:
+        """Items [start, stop) as their own EncodedItems (views of the same ids)."""
+        first, last = int(self.offsets[start]), int(self.offsets[stop])
+        return EncodedItems(
+            ids=self.ids[first:last],
+            type_ids=None if self.type_ids is None else self.type_ids[first:last],
+            lengths=self.lengths[start:stop],
+            offsets=self.offsets[start : stop + 1] - first,
+        )
+
+
+def _flatten(encodings: list[Encoding], with_type_ids: bool) -> EncodedItems:
+    count = len(encodings)
+    lengths = np.fromiter(map(len, encodings), dtype=np.int64, count=count)
+    offsets = np.zeros(count + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    total = int(offsets[-1])
+    type_ids = None
+    if count == 1:  # the common single-text request: skip the chaining machinery
+        ids = np.array(encodings[0].ids, dtype=np.int64)
+        if with_type_ids:
+            type_ids = np.array(encodings[0].type_ids, dtype=np.int64)
+    else:
+        ids = np.fromiter(chain.from_iterable(e.ids for e in encodings), dtype=np.int64, count=total)
+        if with_type_ids:
+            type_ids = np.fromiter(chain.from_iterable(e.type_ids for e in encodings), dtype=np.int64, count=total)
+    return EncodedItems(ids=ids, type_ids=type_ids, lengths=lengths, offsets=offsets)
+
+
+class TextEncoder:
+    """One model's tokenizer, configured for serving.
+
+    Pairs are truncated with the manifest's strategy (`only_second` by default:
+    the query, the first text, survives and the document is cut); when the first
+    text alone is too long for that, the pair falls back to `longest_first`.
+    """
+
+    def __init__(
+        self,
+        tokenizer_file: Path,
+        *,
+        max_length: int,
+        uses_token_type_ids: bool,
+        pair_truncation: str = "only_second",
+    ) -> None:
+        self.max_length = max_length
+        self.uses_token_type_ids = uses_token_type_ids
+        self._pair_truncation = pair_truncation
+        source = Path(tokenizer_file).read_text()
+        # One Tokenizer per configuration: changing truncation on a shared
+        # instance would race between threads.
+        self._plain = self._configured(source, truncation=None)
+        self._truncating = {
+            (direction, strategy): self._configured(source, truncation=(strategy, direction))
+            for direction in ("right", "left")
+            for strategy in ("longest_first", pair_truncation)
+        }
+
+    def _configured(self, source: str, truncation: tuple[str, str] | None) -> Tokenizer:
+        tokenizer = Tokenizer.from_str(source)
+        tokenizer.no_padding()
+        if truncation is None:
+            tokenizer.no_truncation()
+        else:
+            strategy, direction = truncation
+            tokenizer.enable_truncation(self.max_length, strategy=strategy, direction=direction)
+        return tokenizer
+
+    def encode(
+        self,
+        inputs: Sequence[TextInput],
+        *,
+        truncate: bool,
+        direction: TruncationDirection = "right",
+        check: bool = True,
+    ) -> EncodedItems:
+        """Tokenize a batch of texts or pairs; raise InputTooLong / EmptyInput (unless not `check`)."""
+        if truncate:
+            encodings = self._encode_truncated(inputs, direction)
+        else:
+            encodings = self._plain.encode_batch_fast(inputs)
+        encoded = _flatten(encodings, self.uses_token_type_ids)
+        if check:
+            self.check(encoded, truncated=truncate)
+        return encoded
+
+    def check(self, encoded: EncodedItems, *, truncated: bool) -> None:
+        """Refuse inputs the model cannot take: over-long (when not truncated) or empty."""
+        if not truncated and encoded.lengths.size and int(encoded.lengths.max()) > self.max_length:
+            index = int(np.argmax(encoded.lengths > self.max_length))
+            raise InputTooLong(
+                f"input {index} has {int(encoded.lengths[index])} tokens; the model accepts at most "
+                f"{self.max_length} (send truncate: true to truncate it)"
+            )
+        if encoded.lengths.size and int(encoded.lengths.min()) == 0:
+            index = int(np.argmin(encoded.lengths))
+            raise EmptyInput(f"input {index} is empty after tokenization; the model cannot take it")
+
+    def _encode_truncated(self, inputs: Sequence[TextInput], direction: TruncationDirection) -> list[Encoding]:
+        # The pair strategy applies to pairs; `only_second` would refuse a lone text.
+        has_pairs = any(not isinstance(item, str) for item in inputs)
+        strategy = self._pair_truncation if has_pairs else "longest_first"
+        primary = self._truncating[(direction, strategy)]
+        try:
+            encodings: list[Encoding] = primary.encode_batch_fast(inputs)
+            return encodings
+        except Exception:
+            # `only_second` refuses a pair whose first text alone is too long;
+            # only such batches get here, so a per-item retry is affordable.
+            fallback = self._truncating[(direction, "longest_first")]
+            encodings = []
+            for item in inputs:
+                try:
+                    encodings.append(primary.encode(item) if isinstance(item, str) else primary.encode(*item))
+                except Exception:
+                    encodings.append(fallback.encode(item) if isinstance(item, str) else fallback.encode(*item))
+            return encodings
+
+    def tokens(self, text: str) -> list[str]:
+        """The token strings of one text, special tokens included (for /tokenize)."""
+        tokens: list[str] = self._plain.encode(text).tokens
+        return tokens

@@ -1,0 +1,123 @@
+"""Operations routes: liveness, readiness, what is served (/info) and Prometheus metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, get
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from slipstream import __version__
+from slipstream.batching.errors import Unavailable
+from slipstream.batching.group import ModelGroup
+from slipstream.server.errors import error_specs
+from slipstream.server.state import service_state
+
+
+class HealthResponse(msgspec.Struct):
+    status: str
+
+
+class ReadyResponse(msgspec.Struct):
+    ready: bool
+    groups: dict[str, bool]
+
+
+class BatchingInfo(msgspec.Struct, kw_only=True):
+    buckets: list[int]
+    max_batch_size: int
+    max_batch_tokens: int | None
+    batch_duration_millis: float
+    max_queue_tokens: int
+    max_items_per_request: int
+    pad_to: str
+    truncate: bool
+
+
+class GroupInfo(msgspec.Struct, kw_only=True):
+    consumer_group: str
+    reader_id: str
+    model: str
+    architecture: str
+    labels: list[str]
+    num_labels: int
+    problem_type: str
+    activation: str
+    max_sequence_length: int
+    variant: str
+    device: str
+    providers: list[str]
+    engine_options: dict[str, str]
+    batching: BatchingInfo
+    ready: bool
+    versions: dict[str, str]
+
+
+class InfoResponse(msgspec.Struct, kw_only=True):
+    version: str
+    groups: dict[str, GroupInfo]
+
+
+@get("/health", summary="Alive", opt={"public": True})
+async def health() -> HealthResponse:
+    return HealthResponse(status="ok")
+
+
+@get(
+    "/ready",
+    summary="Ready: every group warmed up every bucket (503 until then)",
+    opt={"public": True},
+    responses=error_specs(503),
+)
+async def ready(request: Request[Any, Any, Any]) -> ReadyResponse:
+    state = service_state(request)
+    if not state.ready:
+        reason = "shutting down" if state.shutting_down else (state.warmup_error or "warming up")
+        raise Unavailable(f"not ready: {reason}")
+    return ReadyResponse(ready=True, groups={name: group.ready for name, group in state.groups.items()})
+
+
+def group_info(group: ModelGroup) -> GroupInfo:
+    manifest, description, settings = group.manifest, group.description, group.settings
+    return GroupInfo(
+        consumer_group=group.name,
+        reader_id=group.reader_id,
+        model=manifest.source.model,
+        architecture=manifest.architecture,
+        labels=manifest.labels,
+        num_labels=manifest.num_labels,
+        problem_type=manifest.problem_type,
+        activation=manifest.activation,
+        max_sequence_length=manifest.max_sequence_length,
+        variant=description.variant,
+        device=description.device,
+        providers=description.providers,
+        engine_options=description.options,
+        batching=BatchingInfo(
+            buckets=group.edges,
+            max_batch_size=group.max_batch_size,
+            max_batch_tokens=settings.max_batch_tokens,
+            batch_duration_millis=settings.batch_duration_millis,
+            max_queue_tokens=settings.max_queue_tokens,
+            max_items_per_request=settings.max_items_per_request,
+            pad_to=group.pad_to,
+            truncate=settings.truncate,
+        ),
+        ready=group.ready,
+        versions={"slipstream": __version__, **manifest.versions},
+    )
+
+
+@get("/info", summary="Models, labels, devices and batching per consumer group")
+async def info(request: Request[Any, Any, Any]) -> InfoResponse:
+    groups = service_state(request).groups
+    return InfoResponse(version=__version__, groups={name: group_info(g) for name, g in groups.items()})
+
+
+@get("/metrics", summary="Prometheus metrics", media_type=CONTENT_TYPE_LATEST)
+async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
+    return Response(service_state(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+ROUTES = [health, ready, info, metrics]

@@ -1,0 +1,169 @@
+"""Prometheus metrics, in a registry of the app's own (several apps may share a process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+# Latency buckets from 0.25 ms to 10 s: the interesting range on CPU and GPU.
+LATENCY_BUCKETS = (
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+TOKEN_BUCKETS = (64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
+
+
+class ServiceMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "slipstream_requests", "HTTP requests by route and status", ["route", "status"], registry=r
+        )
+        self.request_latency = Histogram(
+            "slipstream_request_duration_seconds",
+            "End-to-end handling time in the server",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            "slipstream_queue_wait_seconds",
+            "Time from queueing to the first batch that ran the request",
+            ["group"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.tokenization = Histogram(
+            "slipstream_tokenization_seconds",
+            "Tokenization time per request",
+            ["group"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.inference = Histogram(
+            "slipstream_inference_seconds",
+            "Engine time per batch (padding included)",
+            ["group", "bucket"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "slipstream_batch_size",
+            "Items per engine batch",
+            ["group", "bucket"],
+            buckets=BATCH_SIZE_BUCKETS,
+            registry=r,
+        )
+        self.batch_padded_tokens = Histogram(
+            "slipstream_batch_padded_tokens",
+            "Padded tokens (items x bucket length) per batch",
+            ["group", "bucket"],
+            buckets=TOKEN_BUCKETS,
+            registry=r,
+        )
+        self.real_tokens = Counter(
+            "slipstream_real_tokens", "Real (unpadded) tokens run by the engine", ["group"], registry=r
+        )
+        self.padded_tokens = Counter(
+            "slipstream_padded_tokens", "Padded tokens run by the engine", ["group"], registry=r
+        )
+        self.padding_efficiency = Gauge(
+            "slipstream_padding_efficiency", "Real tokens / padded tokens since start", ["group"], registry=r
+        )
+        self.items_computed = Counter(
+            "slipstream_items_computed", "Items (texts or pairs) run by the engine", ["group"], registry=r
+        )
+        self.queue_items = Gauge("slipstream_queue_items", "Items queued", ["group"], registry=r)
+        self.queue_tokens = Gauge("slipstream_queue_tokens", "Tokens queued", ["group"], registry=r)
+        self.rejections = Counter(
+            "slipstream_rejections", "Requests refused at admission, by reason", ["group", "reason"], registry=r
+        )
+        self.drops = Counter(
+            "slipstream_dropped_items",
+            "Queued items dropped before the engine, by reason",
+            ["group", "reason"],
+            registry=r,
+        )
+        self.engine_failures = Counter(
+            "slipstream_engine_failures", "Batches the engine failed on", ["group"], registry=r
+        )
+        self.ready = Gauge("slipstream_ready", "1 when every group has warmed up", registry=r)
+
+    def group(self, name: str) -> GroupMetrics:
+        return GroupMetrics(self, name)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class GroupMetrics:
+    """The core's metrics sink (`slipstream.batching.metrics.MetricsSink`) for one consumer group."""
+
+    def __init__(self, metrics: ServiceMetrics, group: str) -> None:
+        self._m = metrics
+        self._group = group
+        self._queue_wait = metrics.queue_wait.labels(group)
+        self._queue_items = metrics.queue_items.labels(group)
+        self._queue_tokens = metrics.queue_tokens.labels(group)
+        self._real = metrics.real_tokens.labels(group)
+        self._padded = metrics.padded_tokens.labels(group)
+        self._efficiency = metrics.padding_efficiency.labels(group)
+        self._computed = metrics.items_computed.labels(group)
+        self._tokenization = metrics.tokenization.labels(group)
+        self._real_total = 0
+        self._padded_total = 0
+        self._per_bucket: dict[int, tuple[Histogram, Histogram, Histogram]] = {}
+
+    def batch_ran(self, edge: int, items: int, real_tokens: int, padded_length: int, seconds: float) -> None:
+        children = self._per_bucket.get(edge)
+        if children is None:
+            labels = (self._group, str(edge))
+            children = self._per_bucket[edge] = (
+                self._m.inference.labels(*labels),
+                self._m.batch_size.labels(*labels),
+                self._m.batch_padded_tokens.labels(*labels),
+            )
+        inference, batch_size, padded = children
+        padded_tokens = items * padded_length
+        inference.observe(seconds)
+        batch_size.observe(items)
+        padded.observe(padded_tokens)
+        self._real.inc(real_tokens)
+        self._padded.inc(padded_tokens)
+        self._computed.inc(items)
+        self._real_total += real_tokens
+        self._padded_total += padded_tokens
+        self._efficiency.set(self._real_total / self._padded_total)
+
+    def tokenized(self, seconds: float) -> None:
+        self._tokenization.observe(seconds)
+
+    def queue_waited(self, seconds: float) -> None:
+        self._queue_wait.observe(seconds)
+
+    def queue_depth(self, items: int, tokens: int) -> None:
+        self._queue_items.set(items)
+        self._queue_tokens.set(tokens)
+
+    def dropped(self, reason: str, items: int) -> None:
+        self._m.drops.labels(self._group, reason).inc(items)
+
+    def rejected(self, reason: str) -> None:
+        self._m.rejections.labels(self._group, reason).inc()
+
+    def engine_failed(self) -> None:
+        self._m.engine_failures.labels(self._group).inc()
