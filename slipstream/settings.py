@@ -244,17 +244,23 @@ def flag_overrides(selected: Iterable[Leaf], namespace: argparse.Namespace) -> d
     return tree
 
 
-def markdown_table(selected: Iterable[Leaf], *, key_prefix: str = "") -> str:
-    """The reference table of some settings: key, flag, environment variable, type, default, meaning."""
+def markdown_table(
+    selected: Iterable[Leaf], *, flags: Mapping[str, str] | None = None, env_aliases: Mapping[str, str] | None = None
+) -> str:
+    """The reference table of some settings: key, flag, environment variable, type, default, meaning.
+
+    `flags` replaces a setting's flag text (by key); `env_aliases` adds another variable that sets it.
+    """
     rows = [
         "| setting | flag / environment | type | default | description |",
         "|---|---|---|---|---|",
     ]
+    aliases = {key: f"<br>`{alias}`" for alias, key in (env_aliases or {}).items()}
     for leaf in selected:
         kind = leaf.type_text() + (f" ({leaf.constraint_text()})" if leaf.constraints else "")
         description = leaf.description.replace("|", "\\|")
         rows.append(
-            f"| `{key_prefix}{leaf.key}` | `{leaf.flag}`<br>`{leaf.env}` | {kind} | `{leaf.default_text()}` "
-            f"| {description} |"
+            f"| `{leaf.key}` | {(flags or {}).get(leaf.key, f'`{leaf.flag}`')}<br>`{leaf.env}`{aliases.get(leaf.key, '')} "
+            f"| {kind} | `{leaf.default_text()}` | {description} |"
         )
     return "\n".join(rows)

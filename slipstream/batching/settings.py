@@ -36,7 +36,7 @@ class GroupSettings(EngineSettings, frozen=True):
         float,
         setting(
             "Wait bound: an item that has waited this long is served before fuller buckets. An idle engine "
-            "never waits. Takeoff's TAKEOFF_BATCH_DURATION_MILLIS is read too.",
+            "never waits.",
             ge=0,
         ),
     ] = 10.0
@@ -50,7 +50,8 @@ class GroupSettings(EngineSettings, frozen=True):
     ] = 131_072
     max_items_per_request: Annotated[int, setting("Most texts or pairs in one request; more gets 413.", ge=1)] = 256
     # A CPU runs any shape, so padding past the longest item is pure waste there;
-    # GPU engines run only the prepared (warmed-up) bucket shapes.
+    # GPU engines run only the prepared (warmed-up) bucket shapes
+    # (docs/design-notes.md#pad-to-the-longest-item-on-cpu).
     pad_to: Annotated[
         PadTo,
         setting(

@@ -6,11 +6,11 @@ settings): under load that is one thread hand-off per burst instead of one per
 request, and the Rust tokenizer parallelises across the whole burst.
 
 A request of only a few short texts (at most `inline_chars` characters in
-all) is tokenized on the event loop instead: the Rust tokenizer needs tens of
-microseconds for it, less than the hand-off to a worker thread and back costs
-the loop (submit plus completion callback), and far less than that hand-off
-adds to the request's latency (waking a sleeping thread took about 0.3 ms
-here after an idle gap).
+all) is tokenized on the event loop instead: the Rust tokenizer encodes it
+faster than the hand-off to a worker thread and back costs the loop (submit
+plus completion callback), and far faster than that hand-off adds to the
+request's latency, since a thread that slept must be woken first.
+See docs/design-notes.md#short-requests-tokenized-on-the-event-loop.
 """
 
 from __future__ import annotations

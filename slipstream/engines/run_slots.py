@@ -3,12 +3,12 @@
 Up to `limit` runs go side by side, each with its own share of the cores. A
 run that asks to be wide (a long batch, which parallelises well inside
 operators) gets every core only if nothing else is running when it starts:
-at low load that halves the time of the long requests that set the tail
-latency; under load the engine is never idle, so every run stays narrow and
-throughput is that of side-by-side single-threaded runs. A narrow run that
-arrives while a wide one is running does not wait for it; the two share the
-cores until the wide one ends (measured: making it wait, or making wide runs
-wait for the cores, cost about 30% of the throughput at 32 clients).
+at low load that shortens the long requests that set the tail latency; under
+load the engine is never idle, so every run stays narrow and throughput is
+that of side-by-side single-threaded runs. A narrow run that arrives while a
+wide one is running does not wait for it; the two share the cores until the
+wide one ends, because making either wait for the other costs throughput
+under load. See docs/design-notes.md#wide-runs-for-long-batches-at-low-load.
 """
 
 from __future__ import annotations

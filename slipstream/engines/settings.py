@@ -3,8 +3,8 @@
 A consumer group's settings embed these (`slipstream.batching.settings`), so
 flags, environment variables, config-file keys and docs/serving.md all derive
 from the definitions here. Defaults suit a MiniLM/BERT-sized classifier behind
-the length-bucketed batcher; docs/design-notes.md has the measurements behind
-them.
+the length-bucketed batcher; docs/engines.md#engine-settings explains them
+and docs/design-notes.md has the measurements behind them.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ class CpuSettings(Settings, frozen=True):
 
     # One thread per run, one run per core: a small batch parallelises poorly
     # inside operators, and a multi-threaded run stalls at every operator's
-    # barrier whenever the service's own threads preempt one of its workers.
+    # barrier whenever the service's own threads preempt one of its workers
+    # (docs/design-notes.md#one-single-threaded-run-per-core).
     intra_op_threads: Annotated[
         int,
         setting(
@@ -45,7 +46,8 @@ class CpuSettings(Settings, frozen=True):
         ),
     ] = 0
     # Long inputs set the tail latency at low load and parallelise well inside
-    # operators; under load runs never start alone, so throughput is unchanged.
+    # operators; under load runs never start alone, so throughput is unchanged
+    # (docs/design-notes.md#wide-runs-for-long-batches-at-low-load).
     wide_from_length: Annotated[
         int,
         setting(
@@ -54,7 +56,8 @@ class CpuSettings(Settings, frozen=True):
             ge=0,
         ),
     ] = 128
-    # The tokenizer and the HTTP loop share the cores; a spinning idle pool steals their time.
+    # The tokenizer and the HTTP loop share the cores; a spinning idle pool steals their time
+    # (docs/design-notes.md#no-spinning-intra-op-threads).
     allow_spinning: Annotated[
         bool, setting("Let intra-op workers spin before sleeping (faster offline, slower when cores are shared).")
     ] = False
@@ -90,7 +93,7 @@ class CudaSettings(Settings, frozen=True):
         bool,
         setting(
             "Capture one CUDA graph per (batch, length) shape and replay it: less launch overhead for "
-            "small batches; needs every node on the CUDA provider."
+            "small batches; needs every node on the CUDA provider. Opt-in until measured on a GPU."
         ),
     ] = False
 

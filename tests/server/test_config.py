@@ -140,3 +140,12 @@ def test_a_yaml_config_file_reads_like_toml(tmp_path: Path):
     settings = build_settings(config_file=config, environ={})
     assert settings.port == 4100
     assert settings.groups["primary"].max_batch_size == 4 and settings.groups["nli"].artifact == "/b"
+
+
+def test_the_settings_reference_in_the_docs_is_generated_from_the_definitions():
+    from slipstream.server.settings_reference import DEFAULT_DOC, spliced
+
+    document = DEFAULT_DOC.read_text()
+    assert spliced(document) == document, "run `python -m slipstream.server.settings_reference`"
+    for leaf in [*service_leaves(), *group_leaves()]:
+        assert f"`{leaf.key}`" in document and leaf.env in document
