@@ -4,7 +4,7 @@
 runs:
 
 1. the model directory (``models/default-reranker``): distilled from
-   all-MiniLM-L6-v2 by ``default_model_distill`` unless it already holds a model
+   all-MiniLM-L6-v2 by ``distill`` unless it already holds a model
    built from the same recipe (the cache key hashes the recipe, its version,
    the teacher and the Python version, whose documentation is the corpus);
    ``distillation.json`` beside the weights records the recipe, held-out
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import msgspec
 
-from slipstream.export.default_model_recipe import DistillRecipe, DistillReport
+from slipstream.default_model.recipe import DistillRecipe, DistillReport
 from slipstream.manifest import ManifestError, load_manifest, sha256_of, verify_variant_file
 
 # Bump when the code changes what a given recipe produces (corpus rules, loss,
@@ -145,7 +145,7 @@ def ensure_default_model(
         return cached, False
 
     # Imported only now: torch and transformers take seconds, a cache hit none.
-    from slipstream.export.default_model_distill import distill
+    from slipstream.default_model.distill import distill
 
     log(f"default model: distilling all-MiniLM-L6-v2 into a reranker in {model_dir} (recipe {key})")
     model_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from slipstream.defaults import DEFAULT_ARTIFACT_DIR, DEFAULT_MODEL_DIR
 
 if TYPE_CHECKING:
-    from slipstream.export.default_model import DefaultBuild
+    from slipstream.default_model.build import DefaultBuild
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -86,7 +86,7 @@ def run_build_default(args: argparse.Namespace) -> int:
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    from slipstream.export.default_model import build_default
+    from slipstream.default_model.build import build_default
     from slipstream.export.errors import ExportError
 
     try:

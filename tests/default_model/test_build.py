@@ -13,8 +13,8 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from slipstream.export import default_model
-from slipstream.export.default_model import (
+from slipstream.default_model import build as default_model
+from slipstream.default_model.build import (
     BUILT_FROM_FILE,
     DISTILLATION_FILE,
     WEIGHTS_FILE,
@@ -23,8 +23,8 @@ from slipstream.export.default_model import (
     read_record,
     recipe_key,
 )
-from slipstream.export.default_model_corpus import CorpusSettings, build_passages, draw_query
-from slipstream.export.default_model_recipe import CLASSIC_DOCUMENTS, CLASSIC_QUERY, DistillRecipe
+from slipstream.default_model.corpus import CorpusSettings, build_passages, draw_query
+from slipstream.default_model.recipe import CLASSIC_DOCUMENTS, CLASSIC_QUERY, DistillRecipe
 from slipstream.manifest import load_manifest
 
 
@@ -163,7 +163,7 @@ def test_the_same_recipe_gives_bit_identical_weights_and_another_seed_does_not(
 
 
 def test_a_second_build_with_the_same_recipe_reuses_the_model(tiny_default_model, tiny_recipe, monkeypatch):
-    import slipstream.export.default_model_distill as distill_module
+    import slipstream.default_model.distill as distill_module
 
     def no_training(*args, **kwargs):
         raise AssertionError("the cached model should have been reused")
@@ -274,7 +274,7 @@ def test_length_sorted_scoring_returns_each_pairs_score_in_the_given_order(tiny_
     import torch
     from transformers import AutoTokenizer, BertForSequenceClassification
 
-    from slipstream.export.default_model_distill import score_pairs
+    from slipstream.default_model.distill import score_pairs
 
     model = BertForSequenceClassification.from_pretrained(tiny_default_model).eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_default_model)

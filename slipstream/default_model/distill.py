@@ -41,8 +41,8 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer, BertForSequenceClassification, PreTrainedTokenizerBase
 
-from slipstream.export.default_model_corpus import CorpusSettings, Passage, Query, build_passages, draw_query
-from slipstream.export.default_model_recipe import (
+from slipstream.default_model.corpus import CorpusSettings, Passage, Query, build_passages, draw_query
+from slipstream.default_model.recipe import (
     CLASSIC_DOCUMENTS,
     CLASSIC_MIN_MARGIN,
     CLASSIC_QUERY,

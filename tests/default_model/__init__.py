@@ -1,0 +1,1 @@
+"""Tests of slipstream.default_model."""
