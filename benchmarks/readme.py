@@ -82,10 +82,15 @@ def render(report: BenchReport, result_dir: Path, output: Path) -> str:
         lines += [f"![latency against throughput]({relative / report_module.PLOTS['latency']})", ""]
     gpu = report.environment.machine.gpu
     lines += [
-        "GPU: " + (f"this run used {gpu}." if gpu else "no GPU results have been measured with `python -m benchmarks` yet; "
-                   "the numbers above are CPU only."),
+        "GPU: "
+        + (
+            f"this run used {gpu}."
+            if gpu
+            else "no GPU results have been measured with `python -m benchmarks` yet; the numbers above are CPU only."
+        ),
         "",
-        "Reproduce: `make bench` (full run, under 15 minutes here) or `python -m benchmarks --quick` (under 2 minutes).",
+        "Reproduce: `make bench` (full run, under 15 minutes here) or `python -m benchmarks --quick` "
+        "(under 2 minutes).",
         "",
     ]
     return "\n".join(lines)
@@ -106,7 +111,9 @@ def write(result_dir: Path, output: Path = DEFAULT_OUTPUT) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Render docs/performance.md's performance section from a benchmark result directory.")
+    parser = argparse.ArgumentParser(
+        description="Render docs/performance.md's performance section from a benchmark result directory."
+    )
     parser.add_argument("result_dir", type=Path)
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     args = parser.parse_args(argv)

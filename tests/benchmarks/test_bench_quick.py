@@ -1,4 +1,5 @@
-"""`python -m benchmarks --quick` (what `make bench-quick` runs) end to end on a tiny exported model: it runs and its numbers are sane.
+"""`python -m benchmarks --quick` (what `make bench-quick` runs) end to end on a tiny exported model:
+it runs and its numbers are sane.
 
 This is the CI smoke test of the benchmark suite. It checks that every
 configuration ran and that the numbers hang together, never how fast anything is.

@@ -19,10 +19,27 @@ REPO = Path(__file__).resolve().parents[2]
 def test_offline_benchmark_times_pytorch_each_variant_and_extra_onnx_files(tmp_path, tiny_artifact, tiny_model_factory):
     output = tmp_path / "offline.json"
     command = [
-        sys.executable, "-m", "benchmarks.offline",
-        "--artifact", str(tiny_artifact), "--model-dir", str(tiny_model_factory("bert", 3)),
-        "--texts", "48", "--batch-size", "2", "--rounds", "1", "--threads", "1", "--sweep-iterations", "0",
-        "--extra", f"same-fp32={tiny_artifact / 'model.fp32.onnx'}", "--output", str(output),
+        sys.executable,
+        "-m",
+        "benchmarks.offline",
+        "--artifact",
+        str(tiny_artifact),
+        "--model-dir",
+        str(tiny_model_factory("bert", 3)),
+        "--texts",
+        "48",
+        "--batch-size",
+        "2",
+        "--rounds",
+        "1",
+        "--threads",
+        "1",
+        "--sweep-iterations",
+        "0",
+        "--extra",
+        f"same-fp32={tiny_artifact / 'model.fp32.onnx'}",
+        "--output",
+        str(output),
     ]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -39,7 +56,10 @@ def test_offline_benchmark_times_pytorch_each_variant_and_extra_onnx_files(tmp_p
 def test_extra_onnx_files_are_given_as_name_equals_path():
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks.offline", "--extra", "no-path-here"],
-        cwd=REPO, capture_output=True, text=True, timeout=60,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 2
     assert "NAME=MODEL.onnx" in done.stderr

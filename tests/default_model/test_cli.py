@@ -14,8 +14,16 @@ def test_build_default_command_reports_the_cached_model_and_artifact(
 
     monkeypatch.setattr(build, "DEFAULT_RECIPE", tiny_recipe)
     artifact = tmp_path / "artifact"
-    argv = ["build-default", "--model-dir", str(tiny_default_model), "--artifact-dir", str(artifact),
-            "--variants", "fp32", "--quiet"]
+    argv = [
+        "build-default",
+        "--model-dir",
+        str(tiny_default_model),
+        "--artifact-dir",
+        str(artifact),
+        "--variants",
+        "fp32",
+        "--quiet",
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "cached" in out and "exported now" in out and "Spearman" in out
