@@ -39,7 +39,6 @@ RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
 # does not reinstall them.
 COPY pyproject.toml README.md ./
 COPY slipstream ./slipstream
-COPY benchmarks ./benchmarks
 # (DL3013: "." is this project; its pins live in pyproject.toml.)
 # hadolint ignore=DL3013
 RUN pip install '.[cpu,export]'
@@ -74,7 +73,6 @@ ENV PATH=/opt/venv/bin:$PATH \
 WORKDIR /opt/slipstream
 COPY pyproject.toml README.md ./
 COPY slipstream ./slipstream
-COPY benchmarks ./benchmarks
 # hadolint ignore=DL3013
 RUN pip install ".[${RUNTIME}]" \
     && useradd --system --uid 10001 --no-create-home slipstream \

@@ -34,11 +34,12 @@ default-artifact: $(STAMP)
 serve: default-artifact
 	$(BIN)/slipstream serve $(DEFAULT_ARTIFACT_DIR) --port $(PORT)
 
+# benchmarks/ is not installed: it runs from this checkout.
 bench: default-artifact
-	$(BIN)/slipstream bench --artifact $(DEFAULT_ARTIFACT_DIR)
+	$(BIN)/python -m benchmarks --artifact $(DEFAULT_ARTIFACT_DIR)
 
 bench-quick: default-artifact
-	$(BIN)/slipstream bench --quick --artifact $(DEFAULT_ARTIFACT_DIR)
+	$(BIN)/python -m benchmarks --quick --artifact $(DEFAULT_ARTIFACT_DIR)
 
 clean:
 	rm -rf $(VENV) artifacts models .pytest_cache

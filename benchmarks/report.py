@@ -8,6 +8,7 @@ import msgspec
 import numpy as np
 
 from benchmarks.suite import BenchReport, ConfigRun, PointRecord
+from slipstream.json_files import write_json
 
 RESULTS_FILE = "results.json"
 MARKDOWN_FILE = "results.md"
@@ -26,7 +27,7 @@ def load(result_dir: Path) -> BenchReport:
 def write(report: BenchReport, result_dir: Path) -> list[Path]:
     result_dir.mkdir(parents=True, exist_ok=True)
     written = [result_dir / RESULTS_FILE, result_dir / MARKDOWN_FILE]
-    written[0].write_bytes(msgspec.json.format(msgspec.json.encode(report), indent=1) + b"\n")
+    write_json(written[0], report)
     written.extend(write_plots(report, result_dir))
     written[1].write_text(markdown(report, plots=[p.name for p in written[2:]]))
     return written

@@ -26,6 +26,7 @@ from benchmarks.settings import FULL
 from benchmarks.readme import TARGET_TEXT
 from benchmarks.suite import TARGET_GOALS, Suite, target_met
 from slipstream.defaults import DEFAULT_ARTIFACT_DIR, DEFAULT_MODEL_DIR
+from slipstream.json_files import write_json
 
 
 
@@ -122,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         median={name: _median([r.targets[name] for r in rounds]) for name in TARGET_GOALS},
     )
     output.mkdir(parents=True, exist_ok=True)
-    (output / "targets.json").write_bytes(msgspec.json.format(msgspec.json.encode(report)))
+    write_json(output / "targets.json", report)
     text = render(report)
     (output / "targets.md").write_text(text)
     print(text)

@@ -17,7 +17,7 @@ from slipstream import __version__
 # and returns the process exit code.
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     "slipstream.export.cli",
-    "slipstream.export.default_model_cli",
+    "slipstream.default_model.cli",
     "slipstream.server.cli",
     "benchmarks.cli",
 )

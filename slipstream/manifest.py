@@ -20,6 +20,8 @@ from typing import Literal
 
 import msgspec
 
+from slipstream.json_files import write_json
+
 FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
 TOKENIZER_FILE = "tokenizer.json"
@@ -106,12 +108,8 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def encode_manifest(manifest: Manifest) -> bytes:
-    return msgspec.json.format(msgspec.json.encode(manifest), indent=2) + b"\n"
-
-
 def write_manifest(directory: Path, manifest: Manifest) -> None:
-    (Path(directory) / MANIFEST_FILE).write_bytes(encode_manifest(manifest))
+    write_json(Path(directory) / MANIFEST_FILE, manifest)
 
 
 def load_manifest(directory: Path | str) -> Manifest:

@@ -169,3 +169,11 @@ def test_dockerfile_runtime_is_non_root_on_the_api_port_with_no_torch():
     heavy = ("torch", "transformers", "optimum")
     for runtime_deps in (project["dependencies"], *(project["optional-dependencies"][x] for x in ("gpu", "cpu"))):
         assert not [dep for dep in runtime_deps if dep.startswith(heavy)]
+
+
+def test_benchmarks_stay_out_of_the_package_and_the_image():
+    # benchmarks/ runs from a checkout (`python -m benchmarks`): not installed, not copied, not in the context.
+    packages = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    assert packages["include"] == ["slipstream*"]
+    assert not re.search(r"^COPY\s+benchmarks\b", _dockerfile(), re.MULTILINE)
+    assert "benchmarks" in (REPO / ".dockerignore").read_text().split()

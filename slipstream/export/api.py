@@ -157,7 +157,7 @@ def export_artifact(
 
     `optimization` overrides the graph fusion and int8 quantization settings
     (defaults: `OptimizationOptions()`), e.g. to compare alternatives with
-    `slipstream.export.speed`."""
+    `python -m benchmarks.offline --extra NAME=MODEL.onnx`."""
     from slipstream.export.graph_optimization import convert_fp16, fuse_graph, quantize_int8
     from slipstream.export.onnx_graph import export_onnx, graph_output_names
     from slipstream.export.source import load_source

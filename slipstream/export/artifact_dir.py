@@ -1,4 +1,4 @@
-"""Atomic artifact directories: build in a sibling temp dir, rename at the end."""
+"""Atomic directories (artifacts, the default model): build in a sibling temp dir, rename at the end."""
 
 from __future__ import annotations
 

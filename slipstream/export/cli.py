@@ -34,7 +34,8 @@ variant failed validation and was left out; 130 interrupted (nothing written).
 """
 
 
-def _variant_list(text: str) -> list[str]:
+def variant_list(text: str) -> list[str]:
+    """`--variants`' type (here and in `slipstream build-default`): comma-separated names."""
     names = [name.strip() for name in text.split(",") if name.strip()]
     if not names:
         raise argparse.ArgumentTypeError("give at least one variant, e.g. fp32,int8")
@@ -60,7 +61,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("output_dir", metavar="OUTPUT_DIR", help="artifact directory to create")
     parser.add_argument(
         "--variants",
-        type=_variant_list,
+        type=variant_list,
         default=None,
         metavar="LIST",
         help="comma-separated from fp32, int8 (CPU), fp16 (GPU); fp32 is always included. "

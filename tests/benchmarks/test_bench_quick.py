@@ -1,4 +1,5 @@
-"""`slipstream bench --quick` end to end on a tiny exported model: it runs and its numbers are sane.
+"""`python -m benchmarks --quick` (what `make bench-quick` runs) end to end on a tiny exported model:
+it runs and its numbers are sane.
 
 This is the CI smoke test of the benchmark suite. It checks that every
 configuration ran and that the numbers hang together, never how fast anything is.
@@ -15,6 +16,7 @@ import pytest
 from benchmarks import readme, report
 from benchmarks.suite import BenchReport
 
+REPO = Path(__file__).resolve().parents[2]
 CONFIGS = {"slipstream", "slipstream-batch1", "slipstream-no-buckets", "pipeline"}
 
 
@@ -22,10 +24,11 @@ CONFIGS = {"slipstream", "slipstream-batch1", "slipstream-no-buckets", "pipeline
 def quick_run(tmp_path_factory: pytest.TempPathFactory, tiny_artifact: Path, tiny_model_factory) -> tuple[Path, BenchReport]:  # type: ignore[no-untyped-def]
     output = tmp_path_factory.mktemp("bench") / "quick"
     command = [
-        sys.executable, "-m", "slipstream.cli", "bench", "--quick", "--no-progress",
+        sys.executable, "-m", "benchmarks", "--quick", "--no-progress",
         "--artifact", str(tiny_artifact), "--model-dir", str(tiny_model_factory("bert", 3)), "--output", str(output),
     ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=400)
+    # From the checkout's root, as `make bench-quick` runs it: benchmarks/ is not installed.
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return output, report.load(output)
 

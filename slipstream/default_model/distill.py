@@ -41,8 +41,8 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer, BertForSequenceClassification, PreTrainedTokenizerBase
 
-from slipstream.export.default_model_corpus import CorpusSettings, Passage, Query, build_passages, draw_query
-from slipstream.export.default_model_recipe import (
+from slipstream.default_model.corpus import CorpusSettings, Passage, Query, build_passages, draw_query
+from slipstream.default_model.recipe import (
     CLASSIC_DOCUMENTS,
     CLASSIC_MIN_MARGIN,
     CLASSIC_QUERY,
@@ -51,6 +51,7 @@ from slipstream.export.default_model_recipe import (
     DistillRecipe,
     DistillReport,
 )
+from slipstream.export.validation import spearman
 
 
 # Held-out pairs are scored whole, as the served model sees them (the teacher
@@ -237,12 +238,6 @@ def _loss(student: torch.Tensor, target: torch.Tensor, recipe: DistillRecipe) ->
     return loss
 
 
-def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    rank_a = np.argsort(np.argsort(a, kind="stable"), kind="stable").astype(np.float64)
-    rank_b = np.argsort(np.argsort(b, kind="stable"), kind="stable").astype(np.float64)
-    return float(np.corrcoef(rank_a, rank_b)[0, 1])
-
-
 @torch.inference_mode()
 def score_pairs(
     model: BertForSequenceClassification,
@@ -306,7 +301,7 @@ def _evaluate(
     teacher_scores = np.array([t for g in groups for t in g.targets])
     k = len(groups[0].candidates)
     per_query = [
-        _spearman(student_scores[i : i + k], teacher_scores[i : i + k]) for i in range(0, len(pairs), k)
+        spearman(student_scores[i : i + k], teacher_scores[i : i + k]) for i in range(0, len(pairs), k)
     ]
     top1 = np.mean(
         [
@@ -314,7 +309,7 @@ def _evaluate(
             for i in range(0, len(pairs), k)
         ]
     )
-    return _spearman(student_scores, teacher_scores), float(np.mean(per_query)), float(top1), len(pairs)
+    return spearman(student_scores, teacher_scores), float(np.mean(per_query)), float(top1), len(pairs)
 
 
 def _classic_example(student: BertForSequenceClassification, tokenizer: PreTrainedTokenizerBase, teacher: Teacher) -> ClassicExample:

@@ -4,7 +4,7 @@
 runs:
 
 1. the model directory (``models/default-reranker``): distilled from
-   all-MiniLM-L6-v2 by ``default_model_distill`` unless it already holds a model
+   all-MiniLM-L6-v2 by ``distill`` unless it already holds a model
    built from the same recipe (the cache key hashes the recipe, its version,
    the teacher and the Python version, whose documentation is the corpus);
    ``distillation.json`` beside the weights records the recipe, held-out
@@ -13,24 +13,24 @@ runs:
    already holds a valid export of exactly these weights (recorded in
    ``default-model.json`` inside the artifact).
 
-Both steps build in a sibling temp directory and rename at the end, so an
-interrupted build leaves the previous state, never half of a new one.
+Both steps build in a sibling temp directory and rename at the end (the export
+stage's ``artifact_dir``), so an interrupted build leaves the previous state,
+never half of a new one.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
 
 import msgspec
 
-from slipstream.export.default_model_recipe import DistillRecipe, DistillReport
+from slipstream.default_model.recipe import DistillRecipe, DistillReport
+from slipstream.export.artifact_dir import publish, staging_directory
+from slipstream.json_files import write_json
 from slipstream.manifest import ManifestError, load_manifest, sha256_of, verify_variant_file
 
 # Bump when the code changes what a given recipe produces (corpus rules, loss,
@@ -110,24 +110,6 @@ def _cached_model(model_dir: Path, key: str) -> ModelRecord | None:
     return record
 
 
-def _chmod_like_mkdir(directory: Path) -> None:
-    """mkdtemp makes a private (0700) directory; the model is an ordinary one."""
-    umask = os.umask(0)
-    os.umask(umask)
-    directory.chmod(0o777 & ~umask)
-
-
-def _replace_dir(staging: Path, target: Path) -> None:
-    """Move staging to target, replacing target; the old one goes only once the new one is in place."""
-    if target.exists():
-        retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-        target.rename(retired / target.name)
-        staging.rename(target)
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
-        staging.rename(target)
-
-
 def ensure_default_model(
     model_dir: Path,
     recipe: DistillRecipe | None = None,
@@ -145,20 +127,14 @@ def ensure_default_model(
         return cached, False
 
     # Imported only now: torch and transformers take seconds, a cache hit none.
-    from slipstream.export.default_model_distill import distill
+    from slipstream.default_model.distill import distill
 
     log(f"default model: distilling all-MiniLM-L6-v2 into a reranker in {model_dir} (recipe {key})")
-    model_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{model_dir.name}.partial-", dir=model_dir.parent))
-    _chmod_like_mkdir(staging)
-    try:
+    with staging_directory(model_dir) as staging:
         report = distill(recipe, key, staging, progress=progress)
         record = ModelRecord(recipe_key=key, weights_sha256=sha256_of(staging / WEIGHTS_FILE), report=report)
-        (staging / DISTILLATION_FILE).write_bytes(msgspec.json.format(msgspec.json.encode(record), indent=2) + b"\n")
-        _replace_dir(staging, model_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        write_json(staging / DISTILLATION_FILE, record)
+        publish(staging, model_dir, force=True)
     return record, True
 
 
@@ -197,7 +173,7 @@ def ensure_default_artifact(
         return False
     log(f"default artifact: exporting {model_dir} to {artifact_dir}")
     export_model(str(model_dir), artifact_dir, variants=variants, force=True, progress=log)
-    (artifact_dir / BUILT_FROM_FILE).write_bytes(msgspec.json.format(msgspec.json.encode(origin), indent=2) + b"\n")
+    write_json(artifact_dir / BUILT_FROM_FILE, origin)
     return True
 
 

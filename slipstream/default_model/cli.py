@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from slipstream.defaults import DEFAULT_ARTIFACT_DIR, DEFAULT_MODEL_DIR
+from slipstream.export.cli import variant_list
 
 if TYPE_CHECKING:
-    from slipstream.export.default_model import DefaultBuild
+    from slipstream.default_model.build import DefaultBuild
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -34,13 +35,6 @@ weights.
 """
 
 
-def _variant_list(text: str) -> list[str]:
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    if not names:
-        raise argparse.ArgumentTypeError("give at least one variant, e.g. fp32,int8")
-    return names
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = subparsers.add_parser(
         "build-default",
@@ -54,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                         help=f"where it is exported [{DEFAULT_ARTIFACT_DIR}]")
     parser.add_argument("--no-export", action="store_true", help="build the model only")
     parser.add_argument(
-        "--variants", type=_variant_list, default=None, metavar="LIST",
+        "--variants", type=variant_list, default=None, metavar="LIST",
         help="variants to export, as for `slipstream export` (default: what this machine serves best)",
     )
     parser.add_argument("--force", action="store_true", help="rebuild the model and re-export even if cached")
@@ -86,7 +80,7 @@ def run_build_default(args: argparse.Namespace) -> int:
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    from slipstream.export.default_model import build_default
+    from slipstream.default_model.build import build_default
     from slipstream.export.errors import ExportError
 
     try:
