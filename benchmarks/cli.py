@@ -23,7 +23,7 @@ _DESCRIPTION = (
 )
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """`slipstream bench` (slipstream.cli registers it when benchmarks/ is importable)."""
     add_arguments(subparsers.add_parser("bench", help=_HELP, description=_DESCRIPTION))
 
@@ -36,19 +36,37 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--artifact", type=Path, default=DEFAULT_ARTIFACT_DIR,
-                        help=f"export artifact to serve (default: {DEFAULT_ARTIFACT_DIR})")
-    parser.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR,
-                        help="Hugging Face model directory for the PyTorch pipeline baseline "
-                             f"(default: {DEFAULT_MODEL_DIR}; the baseline is skipped if it is missing)")
+    parser.add_argument(
+        "--artifact",
+        type=Path,
+        default=DEFAULT_ARTIFACT_DIR,
+        help=f"export artifact to serve (default: {DEFAULT_ARTIFACT_DIR})",
+    )
+    parser.add_argument(
+        "--model-dir",
+        type=Path,
+        default=DEFAULT_MODEL_DIR,
+        help="Hugging Face model directory for the PyTorch pipeline baseline "
+        f"(default: {DEFAULT_MODEL_DIR}; the baseline is skipped if it is missing)",
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke run: fewer, shorter points (under 2 minutes)")
-    parser.add_argument("--output", type=Path, default=None, help="result directory (default: under benchmarks/results/)")
-    parser.add_argument("--configs", default=None,
-                        help="comma-separated subset of: slipstream, slipstream-batch1, slipstream-no-buckets, pipeline")
+    parser.add_argument(
+        "--output", type=Path, default=None, help="result directory (default: under benchmarks/results/)"
+    )
+    parser.add_argument(
+        "--configs",
+        default=None,
+        help="comma-separated subset of: slipstream, slipstream-batch1, slipstream-no-buckets, pipeline",
+    )
     parser.add_argument("--slo-ms", type=float, default=None, help="latency objective for p99 (default 100 ms)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--readme", type=Path, default=None, metavar="RESULT_DIR",
-                        help="only render the performance page (docs/performance.md) from an existing result directory")
+    parser.add_argument(
+        "--readme",
+        type=Path,
+        default=None,
+        metavar="RESULT_DIR",
+        help="only render the performance page (docs/performance.md) from an existing result directory",
+    )
     parser.set_defaults(func=run)
 
 
@@ -81,7 +99,9 @@ def run(args: argparse.Namespace) -> int:
     configs = args.configs.split(",") if args.configs else None
     known = {"slipstream", "slipstream-batch1", "slipstream-no-buckets", "pipeline"}
     if configs and not set(configs) <= known:
-        print(f"error: unknown configuration(s) {sorted(set(configs) - known)}; known: {sorted(known)}", file=sys.stderr)
+        print(
+            f"error: unknown configuration(s) {sorted(set(configs) - known)}; known: {sorted(known)}", file=sys.stderr
+        )
         return 2
     try:
         suite = Suite(profile, args.artifact, model_dir, output, configs=configs, progress=not args.no_progress)

@@ -23,7 +23,10 @@ RESPONSE = b'{"result":[0.125]}'
 
 
 async def _trivial_server(port: int) -> None:
-    reply = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(RESPONSE), RESPONSE)
+    reply = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (
+        len(RESPONSE),
+        RESPONSE,
+    )
 
     async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -62,7 +65,9 @@ async def _httpx(port: int, requests: int, concurrency: int) -> None:
 
         async def worker() -> None:
             for _ in range(per_task):
-                (await client.post("/classify", content=BODY, headers={"content-type": "application/json"})).raise_for_status()
+                (
+                    await client.post("/classify", content=BODY, headers={"content-type": "application/json"})
+                ).raise_for_status()
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
 
@@ -94,7 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         clients = ["raw", "httpx"] + (["raw+uvloop"] if loop_factory() else [])
         for client in clients:
             cost = measure(client, port, args.requests, args.concurrency)
-            print(f"{client:10s} {cost:8.1f} us CPU per request ({args.requests} requests, {args.concurrency} concurrent)")
+            print(
+                f"{client:10s} {cost:8.1f} us CPU per request ({args.requests} requests, {args.concurrency} concurrent)"
+            )
     finally:
         server.terminate()
         server.wait()

@@ -12,8 +12,19 @@ from pathlib import Path
 import msgspec
 
 PACKAGES = (
-    "slipstream", "onnxruntime", "onnxruntime-gpu", "tokenizers", "numpy", "litestar", "uvicorn", "uvloop", "httptools", "msgspec",
-    "torch", "transformers", "optimum-onnx",
+    "slipstream",
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "tokenizers",
+    "numpy",
+    "litestar",
+    "uvicorn",
+    "uvloop",
+    "httptools",
+    "msgspec",
+    "torch",
+    "transformers",
+    "optimum-onnx",
 )
 
 
@@ -102,5 +113,3 @@ def collect() -> Environment:
         git_commit=_git("rev-parse", "--short", "HEAD"),
         git_dirty=bool(status) if status is not None else None,
     )
-
-

@@ -1,9 +1,9 @@
-"""GPU check of the engines stage, for a session that is lent a GPU machine.
+"""GPU check of the engines stage, for a machine with an NVIDIA GPU.
 
     python -m benchmarks.gpu_check --out "$OUT"            # on the GPU machine
     python -m benchmarks.gpu_check --device cpu --quick    # rehearsal on any machine
 
-What it does (README.md, "GPU verification", says why):
+What it does (docs/engines.md#gpu-verification says why):
 
 1. Model: a MiniLM-L6-sized BERT classifier (6 layers, hidden 384, 12 heads,
    2 labels) built from a transformers config with seeded random weights
@@ -17,13 +17,13 @@ What it does (README.md, "GPU verification", says why):
    FP16_MAX_ABS_DIFF and top-1 agreement >= FP16_MIN_TOP1; the same with CUDA
    graphs on.
 3. TensorRT: tries `device="tensorrt"` (strict) and `device="auto"` and
-   records the error / the choice and fallback lines. The lent machine has no
-   libnvinfer, so this records the refusal, not TensorRT numbers.
+   records the error / the choice and fallback lines. Where libnvinfer is
+   missing, this records the refusal, not TensorRT numbers.
 4. Throughput and latency per (batch, bucket) for CUDA fp32, fp16, fp16 with
    CUDA graphs, and PyTorch CUDA eager (fp32 and fp16) on the same shapes.
 5. Writes gpu_check.json and gpu_check.md under --out, naming the GPU.
 
-Needs on the machine: onnxruntime-gpu (see ../shared/gpu/README.md), this
+Needs on the machine: onnxruntime-gpu (pip install '.[gpu]'), this
 repository, and for building the model: msgspec, tokenizers, transformers
 (<4.58), optimum-onnx 0.1.0, optimum, onnx, safetensors, huggingface_hub.
 """
@@ -38,12 +38,16 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import numpy as np
 import numpy.typing as npt
 
 from slipstream.json_files import write_json
+
+if TYPE_CHECKING:
+    from slipstream.engines.base import Engine
 
 # fp16 logits of a BERT-base-like model differ from fp32 by ~1e-3..1e-2 after
 # six layers of half-precision GEMMs and softmax; 3e-2 absolute on logits of
@@ -65,15 +69,23 @@ def build_model(directory: Path, seed: int = 0) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     trainer = BertWordPieceTokenizer(lowercase=True)
     trainer.train_from_iterator(
-        list(TRAINING_TEXT), vocab_size=2000, min_frequency=1,
+        list(TRAINING_TEXT),
+        vocab_size=2000,
+        min_frequency=1,
         special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
     )
     trainer.save_model(str(directory))
     tokenizer = BertTokenizerFast(vocab_file=str(directory / "vocab.txt"))
     torch.manual_seed(seed)
     config = BertConfig(
-        vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
-        intermediate_size=1536, max_position_embeddings=512, num_labels=2, initializer_range=0.05,
+        vocab_size=30522,
+        hidden_size=384,
+        num_hidden_layers=6,
+        num_attention_heads=12,
+        intermediate_size=1536,
+        max_position_embeddings=512,
+        num_labels=2,
+        initializer_range=0.05,
         pad_token_id=tokenizer.pad_token_id,
     )
     BertForSequenceClassification(config).eval().save_pretrained(directory)
@@ -88,7 +100,9 @@ def random_batch(rng: np.random.Generator, batch: int, length: int, vocab: int) 
     return ids * mask, mask, np.zeros_like(ids)
 
 
-def parity(reference, candidate, buckets: list[int], max_abs: float, min_top1: float, vocab: int) -> Check:
+def parity(
+    reference: Engine, candidate: Engine, buckets: list[int], max_abs: float, min_top1: float, vocab: int
+) -> Check:
     rng = np.random.default_rng(0)
     worst = 0.0
     agree = total = 0
@@ -104,8 +118,11 @@ def parity(reference, candidate, buckets: list[int], max_abs: float, min_top1: f
             spread.append(float(np.ptp(want[:, 0])) if batch > 1 else 0.0)
     top1 = agree / total
     return {
-        "max_abs_diff": worst, "top1_agreement": top1, "limit_max_abs_diff": max_abs,
-        "limit_top1": min_top1, "reference_logit_spread": max(spread),
+        "max_abs_diff": worst,
+        "top1_agreement": top1,
+        "limit_max_abs_diff": max_abs,
+        "limit_top1": min_top1,
+        "reference_logit_spread": max(spread),
         "passed": worst <= max_abs and top1 >= min_top1,
     }
 
@@ -147,11 +164,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from slipstream.engines.platform import probe_platform
 
     platform = probe_platform()
-    report: dict[str, object] = {
+    report: dict[str, Any] = {
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "gpu": platform.gpu_name, "gpu_problem": platform.gpu_problem,
-        "onnxruntime": ort.__version__, "providers": list(platform.available_providers),
-        "tensorrt_version": platform.tensorrt_version, "tensorrt_problem": platform.tensorrt_problem,
+        "gpu": platform.gpu_name,
+        "gpu_problem": platform.gpu_problem,
+        "onnxruntime": ort.__version__,
+        "providers": list(platform.available_providers),
+        "tensorrt_version": platform.tensorrt_version,
+        "tensorrt_problem": platform.tensorrt_problem,
     }
     print(msgspec.json.encode(report).decode())
     if args.artifact is None:
@@ -169,8 +189,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         buckets = [16, 64, 512]
     max_batch = 32
     device = args.device
-    base = EngineSettings(buckets=buckets, max_batch_size=max_batch,
-                          tensorrt=TensorRtSettings(cache_dir=str(args.work_dir / "trt-cache")))
+    base = EngineSettings(
+        buckets=buckets, max_batch_size=max_batch, tensorrt=TensorRtSettings(cache_dir=str(args.work_dir / "trt-cache"))
+    )
     cpu_fp32 = load_engine(artifact, device="cpu", variant="fp32", settings=base)
     engines = {
         f"{device}-fp32": load_engine(artifact, device=device, variant="fp32", settings=base),
@@ -190,8 +211,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             engine.warmup([(b, length) for length in buckets for b in (1, 8)])
             checks[name] = parity(
-                cpu_fp32, engine, buckets,
-                FP32_MAX_ABS_DIFF if fp32 else FP16_MAX_ABS_DIFF, 1.0 if fp32 else FP16_MIN_TOP1, vocab,
+                cpu_fp32,
+                engine,
+                buckets,
+                FP32_MAX_ABS_DIFF if fp32 else FP16_MAX_ABS_DIFF,
+                1.0 if fp32 else FP16_MIN_TOP1,
+                vocab,
             )
         except Exception as exc:
             checks[name] = {"passed": False, "error": str(exc)}
@@ -212,16 +237,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     runners: dict[str, Callable[[int, int], Callable[[], object]]] = {}
     rng = np.random.default_rng(1)
 
-    def engine_runner(engine) -> Callable[[int, int], Callable[[], object]]:
+    def pytorch_runner(model: Any) -> Callable[[int, int], Callable[[], object]]:
+        import torch
+
+        def make(batch: int, length: int) -> Callable[[], object]:
+            ids, mask, types = (torch.from_numpy(a).cuda() for a in random_batch(rng, batch, length, vocab))
+
+            def run() -> object:
+                with torch.inference_mode():
+                    return model(input_ids=ids, attention_mask=mask, token_type_ids=types).logits.float().cpu()
+
+            return run
+
+        return make
+
+    def engine_runner(engine: Engine) -> Callable[[int, int], Callable[[], object]]:
         def make(batch: int, length: int) -> Callable[[], object]:
             ids, mask, types = random_batch(rng, batch, length, vocab)
             return lambda: engine.run(ids, mask, types)
+
         return make
 
     for name, engine in engines.items():
         if checks.get(name, {}).get("error") is None:
             runners[name] = engine_runner(engine)
-    synchronize = None
+    synchronize: Callable[[], None] | None = None
     if device == "cuda" and model_dir is not None:
         import torch
         from transformers import AutoModelForSequenceClassification
@@ -230,21 +270,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         for dtype_name, dtype in (("fp32", torch.float32), ("fp16", torch.float16)):
             model = AutoModelForSequenceClassification.from_pretrained(model_dir, torch_dtype=dtype).cuda().eval()
 
-            def make(batch: int, length: int, model=model) -> Callable[[], object]:
-                ids, mask, types = (torch.from_numpy(a).cuda() for a in random_batch(rng, batch, length, vocab))
-
-                def run() -> object:
-                    with torch.inference_mode():
-                        return model(input_ids=ids, attention_mask=mask, token_type_ids=types).logits.float().cpu()
-                return run
-            runners[f"pytorch-cuda-{dtype_name}-eager"] = make
+            runners[f"pytorch-cuda-{dtype_name}-eager"] = pytorch_runner(model)
     throughput = []
     for length in buckets:
         for batch in batch_sizes:
             for name, make in runners.items():
                 latency = time_shape(make(batch, length), iterations, synchronize)
-                throughput.append({"runner": name, "batch": batch, "bucket": length,
-                                   "median_latency_ms": latency * 1e3, "sequences_per_s": batch / latency})
+                throughput.append(
+                    {
+                        "runner": name,
+                        "batch": batch,
+                        "bucket": length,
+                        "median_latency_ms": latency * 1e3,
+                        "sequences_per_s": batch / latency,
+                    }
+                )
     report["throughput"] = throughput
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "gpu_check.json", report)
@@ -253,24 +293,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0 if all(c.get("passed") for c in checks.values()) else 1
 
 
-def render(report: dict[str, object], runners: list[str]) -> str:
+def render(report: dict[str, Any], runners: list[str]) -> str:
     lines = [
-        f"# Engines GPU check ({report['created_at']})", "",
+        f"# Engines GPU check ({report['created_at']})",
+        "",
         f"GPU: {report['gpu'] or report['gpu_problem']}; onnxruntime {report['onnxruntime']}; "
-        f"TensorRT: {report['tensorrt_version'] or report['tensorrt_problem']}.", "",
-        f"device=tensorrt: {report['device_tensorrt']}", "", f"device=auto: {report['device_auto']}", "",
-        "| parity vs CPU fp32 | max abs diff | top-1 | limit | passed |", "|---|---:|---:|---:|---|",
+        f"TensorRT: {report['tensorrt_version'] or report['tensorrt_problem']}.",
+        "",
+        f"device=tensorrt: {report['device_tensorrt']}",
+        "",
+        f"device=auto: {report['device_auto']}",
+        "",
+        "| parity vs CPU fp32 | max abs diff | top-1 | limit | passed |",
+        "|---|---:|---:|---:|---|",
     ]
-    for name, check in report["parity"].items():  # type: ignore[union-attr]
+    for name, check in report["parity"].items():
         if "error" in check:
             lines.append(f"| {name} | error: {check['error']} | | | no |")
         else:
-            lines.append(f"| {name} | {check['max_abs_diff']:.2e} | {check['top1_agreement']:.3f} | "
-                         f"{check['limit_max_abs_diff']:.0e} | {'yes' if check['passed'] else 'NO'} |")
-    lines += ["", "Median latency ms / sequences per s:", "",
-              "| batch | bucket | " + " | ".join(runners) + " |", "|---:|---:|" + "---:|" * len(runners)]
+            lines.append(
+                f"| {name} | {check['max_abs_diff']:.2e} | {check['top1_agreement']:.3f} | "
+                f"{check['limit_max_abs_diff']:.0e} | {'yes' if check['passed'] else 'NO'} |"
+            )
+    lines += [
+        "",
+        "Median latency ms / sequences per s:",
+        "",
+        "| batch | bucket | " + " | ".join(runners) + " |",
+        "|---:|---:|" + "---:|" * len(runners),
+    ]
     rows: dict[tuple[int, int], dict[str, str]] = {}
-    for t in report["throughput"]:  # type: ignore[union-attr]
+    for t in report["throughput"]:
         rows.setdefault((t["bucket"], t["batch"]), {})[t["runner"]] = (
             f"{t['median_latency_ms']:.2f} / {t['sequences_per_s']:.0f}"
         )

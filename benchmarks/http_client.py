@@ -32,7 +32,7 @@ class StaleConnection(HttpError):
 
 
 class Response:
-    __slots__ = ("status", "head", "body")
+    __slots__ = ("body", "head", "status")
 
     def __init__(self, status: int, head: bytes, body: bytes) -> None:
         self.status = status
@@ -49,7 +49,9 @@ class Response:
         return None
 
 
-def request_head(method: str, path: str, host: str, body_length: int, extra_headers: dict[str, str] | None = None) -> bytes:
+def request_head(
+    method: str, path: str, host: str, body_length: int, extra_headers: dict[str, str] | None = None
+) -> bytes:
     """The bytes before a body; built once per distinct request, not per send."""
     lines = [f"{method} {path} HTTP/1.1", f"Host: {host}", "Connection: keep-alive"]
     if method != "GET":
@@ -119,7 +121,7 @@ class Connection:
         return Response(status, raw_head, payload)
 
     async def _read_chunked(self) -> bytes:
-        parts = []
+        parts: list[bytes] = []
         while True:
             size_line = await self._reader.readuntil(b"\r\n")
             size = int(size_line.split(b";")[0], 16)

@@ -59,8 +59,10 @@ async def _measure(port: int, route: str, body: bytes, requests: int, pause_s: f
             if response.status != 200:
                 raise RuntimeError(f"{route} answered {response.status}: {response.body[:200]!r}")
             if index >= warmup:
-                header = {name: float(response.header(f"x-{name}-time") or 0.0)
-                          for name in ("total", "tokenization", "queue", "inference")}
+                header = {
+                    name: float(response.header(f"x-{name}-time") or 0.0)
+                    for name in ("total", "tokenization", "queue", "inference")
+                }
                 rows["end_to_end"].append(end_to_end)
                 rows["inference"].append(header["inference"])
                 rows["queue"].append(header["queue"])
@@ -84,11 +86,13 @@ def run(artifact: Path, requests: int, pause_ms: float, log_dir: Path) -> list[B
     env = {"SLIPSTREAM_HOST": "127.0.0.1", "SLIPSTREAM_PORT": str(port), "SLIPSTREAM_LOG_LEVEL": "warning"}
     classify = msgspec.json.encode({"text": TEXT})
     results = []
-    with running_server(command, port, log_dir / "latency-breakdown-server.log", env=env):
-        with asyncio.Runner(loop_factory=loop_factory()) as runner:
-            for pause_s in (pause_ms / 1000, 0.0):
-                for route, body in (("/classify", classify), ("/health", b"")):
-                    results.append(runner.run(_measure(port, route, body, requests, pause_s, warmup=20)))
+    with (
+        running_server(command, port, log_dir / "latency-breakdown-server.log", env=env),
+        asyncio.Runner(loop_factory=loop_factory()) as runner,
+    ):
+        for pause_s in (pause_ms / 1000, 0.0):
+            for route, body in (("/classify", classify), ("/health", b"")):
+                results.append(runner.run(_measure(port, route, body, requests, pause_s, warmup=20)))
     return results
 
 
@@ -104,10 +108,14 @@ def render(results: Sequence[Breakdown]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.latency_breakdown", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.latency_breakdown", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--artifact", type=Path, default=DEFAULT_ARTIFACT_DIR)
     parser.add_argument("--requests", type=int, default=300, help="measured requests per row (after 20 warm-up ones)")
-    parser.add_argument("--pause-ms", type=float, default=20.0, help="pause of the paced rows (the suite's idle point uses 20)")
+    parser.add_argument(
+        "--pause-ms", type=float, default=20.0, help="pause of the paced rows (the suite's idle point uses 20)"
+    )
     parser.add_argument("--log-dir", type=Path, default=Path("benchmarks/results/logs"))
     args = parser.parse_args(argv)
     results = run(args.artifact, args.requests, args.pause_ms, args.log_dir)

@@ -27,12 +27,12 @@ import itertools
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
 import msgspec
 import numpy as np
-import numpy.typing as npt
 
 from benchmarks.http_client import Connection, HttpError, StaleConnection, loop_factory, request_head
 from benchmarks.stats import LatencySummary, summarize_latencies
@@ -179,7 +179,9 @@ class _Runner:
         """Point the runner at one request set (heads are built once per set, not per send)."""
         requests = self.plan.requests[workload]
         self.bodies = requests.bodies
-        self.heads = [request_head("POST", self.plan.path, self.plan.host, len(b), self.plan.headers) for b in self.bodies]
+        self.heads = [
+            request_head("POST", self.plan.path, self.plan.host, len(b), self.plan.headers) for b in self.bodies
+        ]
         self.sequences = np.asarray(requests.sequences, dtype=np.int64)
         self.tokens = np.asarray(requests.tokens, dtype=np.int64)
         self.capture_header = capture_header
@@ -323,7 +325,7 @@ class _Runner:
         return self.summarize(point, log, start, end, time.process_time() - cpu0, time.perf_counter() - wall0)
 
 
-async def run_plan(plan: LoadPlan, emit: "callable[[PointResult], None]") -> None:  # type: ignore[valid-type]
+async def run_plan(plan: LoadPlan, emit: Callable[[PointResult], None]) -> None:
     runner = _Runner(plan)
     try:
         for point in plan.points:

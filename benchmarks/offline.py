@@ -33,7 +33,7 @@ import argparse
 import os
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -130,7 +130,11 @@ def build_bench_artifact(model_dir: Path, artifact_dir: Path) -> None:
 
 
 def bucketed_batches(
-    tokenizer_json: Path, texts: Sequence[str], buckets: list[int], input_names: Sequence[str], batch_size: int,
+    tokenizer_json: Path,
+    texts: Sequence[str],
+    buckets: list[int],
+    input_names: Sequence[str],
+    batch_size: int,
     pad_to_longest: bool = False,
 ) -> tuple[list[tuple[int, Batch]], npt.NDArray[np.int64]]:
     """(bucket edge, padded batch) in bucket order, and every text's token count.
@@ -204,8 +208,9 @@ def interleaved_passes(
     return passes, cpu_passes, per_batch
 
 
-def concurrent_passes(run: Callable[[Batch], object], batches: list[tuple[int, Batch]], workers: int,
-                      rounds: int) -> list[float]:
+def concurrent_passes(
+    run: Callable[[Batch], object], batches: list[tuple[int, Batch]], workers: int, rounds: int
+) -> list[float]:
     """Wall time of each timed pass over all batches, `workers` batches in flight at once.
 
     An engine that runs several batches at once (`parallel_runs`) reaches its
@@ -241,15 +246,19 @@ def per_bucket_results(
         latency = statistics.median(latencies)
         results.append(
             BucketResult(
-                runner=name, batch_size=batch_size, bucket=edge, batches=len(latencies),
-                median_latency_ms=latency * 1e3, sequences_per_s=batch_size / latency,
+                runner=name,
+                batch_size=batch_size,
+                bucket=edge,
+                batches=len(latencies),
+                median_latency_ms=latency * 1e3,
+                sequences_per_s=batch_size / latency,
             )
         )
     return results
 
 
 def shape_sweep(
-    engines: dict[str, Engine], shapes: list[tuple[int, int]], iterations: int, pad_token_id: int
+    engines: Mapping[str, Engine], shapes: list[tuple[int, int]], iterations: int, pad_token_id: int
 ) -> list[ShapeResult]:
     results = []
     for batch_size, length in shapes:
@@ -264,8 +273,13 @@ def shape_sweep(
                 times.append(time.perf_counter() - start)
             latency = statistics.median(times)
             results.append(
-                ShapeResult(runner=name, batch_size=batch_size, bucket=length,
-                            median_latency_ms=latency * 1e3, sequences_per_s=batch_size / latency)
+                ShapeResult(
+                    runner=name,
+                    batch_size=batch_size,
+                    bucket=length,
+                    median_latency_ms=latency * 1e3,
+                    sequences_per_s=batch_size / latency,
+                )
             )
     return results
 
@@ -306,7 +320,7 @@ def run_benchmark(args: argparse.Namespace) -> Report:
     buckets = next(iter(engines.values())).buckets
     workload = workloads.single_texts(workloads.SingleTextSpec(count=args.texts))
     batches, lengths = bucketed_batches(
-        artifact / manifest.tokenizer.file, workload.requests, buckets, manifest.input_names, args.batch_size
+        artifact / manifest.tokenizer.file, workload.texts(), buckets, manifest.input_names, args.batch_size
     )
     efficiency = {
         "cpu-default": padding_efficiency(buckets, lengths),
@@ -328,8 +342,10 @@ def run_benchmark(args: argparse.Namespace) -> Report:
         )
     for name, model_file in args.extra:
         runners[f"onnx-{name}"] = extra_model_runner(model_file, settings)
-    print(f"{len(batches)} batches of up to {args.batch_size}, {len(lengths)} texts, "
-          f"{int(lengths.sum())} real tokens; {args.rounds} interleaved rounds on {threads} threads")
+    print(
+        f"{len(batches)} batches of up to {args.batch_size}, {len(lengths)} texts, "
+        f"{int(lengths.sum())} real tokens; {args.rounds} interleaved rounds on {threads} threads"
+    )
     load_start = [round(x, 2) for x in os.getloadavg()]
     passes, cpu_passes, per_batch = interleaved_passes(runners, batches, args.rounds)
     baseline = statistics.median(passes["pytorch-fp32-eager"])
@@ -340,32 +356,43 @@ def run_benchmark(args: argparse.Namespace) -> Report:
         cpu_median = statistics.median(cpu_passes[name])
         runner_results.append(
             RunnerResult(
-                runner=name, median_pass_s=median, passes_s=times,
-                median_pass_cpu_s=cpu_median, speedup_vs_pytorch_cpu_time=cpu_baseline / cpu_median,
-                sequences_per_s=len(lengths) / median, real_tokens_per_s=float(lengths.sum()) / median,
+                runner=name,
+                median_pass_s=median,
+                passes_s=times,
+                median_pass_cpu_s=cpu_median,
+                speedup_vs_pytorch_cpu_time=cpu_baseline / cpu_median,
+                sequences_per_s=len(lengths) / median,
+                real_tokens_per_s=float(lengths.sum()) / median,
                 speedup_vs_pytorch=baseline / median,
             )
         )
     buckets_report = [
-        result
-        for name in runners
-        for result in per_bucket_results(name, batches, per_batch[name], args.batch_size)
+        result for name in runners for result in per_bucket_results(name, batches, per_batch[name], args.batch_size)
     ]
     sweep_buckets = [b for b in args.sweep_buckets if b in buckets]
-    sweep = shape_sweep(
-        engines,
-        [(batch, length) for length in sweep_buckets for batch in args.sweep_batch_sizes],
-        args.sweep_iterations,
-        manifest.tokenizer.pad_token_id,
-    ) if args.sweep_iterations else []
+    sweep = (
+        shape_sweep(
+            engines,
+            [(batch, length) for length in sweep_buckets for batch in args.sweep_batch_sizes],
+            args.sweep_iterations,
+            manifest.tokenizer.pad_token_id,
+        )
+        if args.sweep_iterations
+        else []
+    )
     environment = collect()
     return Report(
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         environment=msgspec.to_builtins(environment),
         model=str(model_dir),
         artifact=str(artifact),
-        workload={"name": workload.name, "fingerprint": workload.fingerprint, "spec": msgspec.to_builtins(workload.spec),
-                  "mean_tokens": float(lengths.mean()), "max_tokens": int(lengths.max())},
+        workload={
+            "name": workload.name,
+            "fingerprint": workload.fingerprint,
+            "spec": msgspec.to_builtins(workload.spec),
+            "mean_tokens": float(lengths.mean()),
+            "max_tokens": int(lengths.max()),
+        },
         batch_size=args.batch_size,
         rounds=args.rounds,
         threads=threads,
@@ -387,13 +414,15 @@ def render_markdown(report: Report) -> str:
         f"# Offline engine throughput ({report.created_at})",
         "",
         f"Machine: {report.environment['machine']['cpu']}, "  # type: ignore[index]
-        f"engine {report.threads} threads, PyTorch {report.pytorch_threads}. Model: MiniLM-L6 classifier ({report.artifact}). "
+        f"engine {report.threads} threads, PyTorch {report.pytorch_threads}. "
+        f"Model: MiniLM-L6 classifier ({report.artifact}). "
         f"Workload: {report.workload['name']} {report.workload['fingerprint']}, "
         f"mean {report.workload['mean_tokens']:.1f} tokens. Batch {report.batch_size}, "
         f"median of {report.rounds} interleaved passes. Load average (1 min) "
         f"{report.load_average_start[0]} at start, {report.load_average_end[0]} at end.",
         "",
-        "| runner | median pass (s) | sequences/s | real tokens/s | vs PyTorch (wall) | CPU s/pass | vs PyTorch (CPU time) |",
+        "| runner | median pass (s) | sequences/s | real tokens/s | vs PyTorch (wall) | CPU s/pass "
+        "| vs PyTorch (CPU time) |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in report.runners:
@@ -404,8 +433,13 @@ def render_markdown(report: Report) -> str:
     lines += ["", "Padding efficiency (real / padded tokens) on this workload:", ""]
     lines += [f"- {name}: {value:.3f}" for name, value in report.padding_efficiency.items()]
     runners = [r.runner for r in report.runners]
-    lines += ["", f"Per bucket, full batches of {report.batch_size} (median latency ms / sequences per s):", "",
-              "| bucket | batches | " + " | ".join(runners) + " |", "|---:|---:|" + "---:|" * len(runners)]
+    lines += [
+        "",
+        f"Per bucket, full batches of {report.batch_size} (median latency ms / sequences per s):",
+        "",
+        "| bucket | batches | " + " | ".join(runners) + " |",
+        "|---:|---:|" + "---:|" * len(runners),
+    ]
     by_key = {(b.runner, b.bucket): b for b in report.per_bucket}
     for bucket in sorted({b.bucket for b in report.per_bucket}):
         cells = []
@@ -417,12 +451,18 @@ def render_markdown(report: Report) -> str:
         lines.append(f"| {bucket} | {count} | " + " | ".join(cells) + " |")
     if report.shape_sweep:
         engines = sorted({s.runner for s in report.shape_sweep})
-        lines += ["", "Shape sweep (median latency ms / sequences per s):", "",
-                  "| batch | bucket | " + " | ".join(engines) + " |", "|---:|---:|" + "---:|" * len(engines)]
+        lines += [
+            "",
+            "Shape sweep (median latency ms / sequences per s):",
+            "",
+            "| batch | bucket | " + " | ".join(engines) + " |",
+            "|---:|---:|" + "---:|" * len(engines),
+        ]
         by_shape = {(s.runner, s.batch_size, s.bucket): s for s in report.shape_sweep}
         for batch, bucket in sorted({(s.batch_size, s.bucket) for s in report.shape_sweep}, key=lambda k: (k[1], k[0])):
             cells = [
-                f"{by_shape[(e, batch, bucket)].median_latency_ms:.2f} / {by_shape[(e, batch, bucket)].sequences_per_s:.0f}"
+                f"{by_shape[(e, batch, bucket)].median_latency_ms:.2f} / "
+                f"{by_shape[(e, batch, bucket)].sequences_per_s:.0f}"
                 for e in engines
             ]
             lines.append(f"| {batch} | {bucket} | " + " | ".join(cells) + " |")
@@ -450,7 +490,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0, help="0 = physical cores")
     parser.add_argument(
-        "--pytorch-threads", type=int, default=0,
+        "--pytorch-threads",
+        type=int,
+        default=0,
         help="PyTorch's threads (0 = same as the engine); its fastest setting is the fair baseline",
     )
     parser.add_argument("--spinning", action="store_true", help="let ORT's intra-op threads spin")
@@ -458,9 +500,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sweep-buckets", type=_int_list, default=[16, 32, 64, 128, 256, 512])
     parser.add_argument("--sweep-batch-sizes", type=_int_list, default=[1, 8, 32])
     parser.add_argument("--sweep-iterations", type=int, default=5, help="0 skips the shape sweep")
-    parser.add_argument("--extra", type=_named_model, action="append", default=[], metavar="NAME=MODEL.onnx",
-                        help="also time this ONNX file (same inputs as the artifact) as runner onnx-NAME; repeatable")
-    parser.add_argument("--output", type=Path, default=None, help="JSON path (default: results/offline/<date>-<machine>.json)")
+    parser.add_argument(
+        "--extra",
+        type=_named_model,
+        action="append",
+        default=[],
+        metavar="NAME=MODEL.onnx",
+        help="also time this ONNX file (same inputs as the artifact) as runner onnx-NAME; repeatable",
+    )
+    parser.add_argument(
+        "--output", type=Path, default=None, help="JSON path (default: results/offline/<date>-<machine>.json)"
+    )
     args = parser.parse_args(argv)
     if (args.artifact is None) != (args.model_dir is None):
         parser.error("--artifact and --model-dir go together")

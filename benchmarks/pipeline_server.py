@@ -32,7 +32,8 @@ def build_app(model_dir: str, threads: int, max_length: int | None = None) -> An
     from transformers import pipeline
 
     torch.set_num_threads(threads)
-    classifier = pipeline("text-classification", model=model_dir, tokenizer=model_dir, device="cpu")
+    # (Typed loosely: transformers' pipeline types do not follow its documented call forms.)
+    classifier: Any = pipeline("text-classification", model=model_dir, tokenizer=model_dir, device="cpu")
     if max_length is not None:
         # Truncate where Slipstream truncates (the artifact's maximum); a tokenizer saved
         # without model_max_length would otherwise not truncate at all.
@@ -45,7 +46,10 @@ def build_app(model_dir: str, threads: int, max_length: int | None = None) -> An
     def scores(inputs: list[str | dict[str, str]]) -> list[list[float]]:
         with lock, torch.inference_mode():
             outputs = classifier(inputs, top_k=None, function_to_apply="none", truncation=True)
-        return [[by_label[label] for label in label_order] for by_label in ({o["label"]: o["score"] for o in out} for out in outputs)]
+        return [
+            [by_label[label] for label in label_order]
+            for by_label in ({o["label"]: o["score"] for o in out} for out in outputs)
+        ]
 
     @post("/classify", sync_to_thread=True, status_code=200)
     def classify(data: ClassifyRequest) -> dict[str, Any]:
@@ -54,10 +58,10 @@ def build_app(model_dir: str, threads: int, max_length: int | None = None) -> An
             return {"result": scores([text])[0]}
         if not text:
             raise HTTPException(status_code=422, detail="empty input list")
-        if isinstance(text[0], list):
-            pairs = [{"text": pair[0], "text_pair": pair[1]} for pair in text]  # type: ignore[index]
-            return {"result": scores(pairs)}  # type: ignore[arg-type]
-        return {"result": scores(list(text))}  # type: ignore[arg-type]
+        inputs: list[str | dict[str, str]] = [
+            {"text": item[0], "text_pair": item[1]} if isinstance(item, list) else item for item in text
+        ]
+        return {"result": scores(inputs)}
 
     @get("/health", sync_to_thread=False)
     def health() -> dict[str, str]:
@@ -82,7 +86,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import uvicorn
 
-    uvicorn.run(build_app(args.model_dir, args.threads, args.max_length), host=args.host, port=args.port, log_level="warning", access_log=False)
+    uvicorn.run(
+        build_app(args.model_dir, args.threads, args.max_length),
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+    )
     return 0
 
 

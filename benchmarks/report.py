@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -51,7 +52,7 @@ def _ratio(value: float | None) -> str:
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return lines + [""]
+    return [*lines, ""]
 
 
 def _target_name(record: PointRecord) -> str:
@@ -71,7 +72,8 @@ def header_lines(report: BenchReport) -> list[str]:
         f"- Machine: {env.machine.cpu}, {env.machine.logical_cpus} logical CPUs, "
         f"{_num(env.machine.memory_gib)} GiB, {env.machine.os}; GPU: {env.machine.gpu or 'none'}",
         f"- Software: Python {env.machine.python}; {versions}; commit {commit}",
-        f"- Model: `{model.source}` ({model.architecture}, {model.num_labels} label(s), max {model.max_sequence_length} "
+        f"- Model: `{model.source}` ({model.architecture}, {model.num_labels} label(s), "
+        f"max {model.max_sequence_length} "
         f"tokens), artifact `{model.artifact}` with variants {', '.join(model.variants)}",
         f"- Profile `{profile.name}`: {profile.warmup_s:g} s warm-up + {profile.duration_s:g} s per point; "
         f"latency objective p99 <= {profile.slo_p99_ms:g} ms; load generator and servers on the same machine",
@@ -103,65 +105,113 @@ def ratio_table(report: BenchReport) -> list[str]:
 def markdown(report: BenchReport, plots: list[str]) -> str:
     s = report.summary
     lines = [f"# Slipstream benchmark: {report.started_at[:10]}, {report.environment.machine.name}", ""]
-    lines += header_lines(report) + [""]
+    lines += [*header_lines(report), ""]
     if s:
         lines += [f"## Headline: throughput at p99 <= {s.slo_p99_ms:g} ms", ""]
         lines += _table(
-            ["configuration", f"req/s at p99<={s.slo_p99_ms:g}ms", "peak req/s",
-             f"req/s at c={report.profile.compare_concurrency}", "idle p50 ms",
-             f"mean batch at c={report.profile.compare_concurrency}", "padding efficiency", "rerank pairs/s"],
             [
-                [c.label, _num(c.throughput_at_slo_rps), _num(c.peak_rps), _num(c.rps_at_compare_concurrency),
-                 _num(c.idle_p50_ms, 2), _num(c.mean_batch_size_at_compare, 2), _num(c.padding_efficiency, 3),
-                 _num(c.rerank_peak_pairs_per_s)]
+                "configuration",
+                f"req/s at p99<={s.slo_p99_ms:g}ms",
+                "peak req/s",
+                f"req/s at c={report.profile.compare_concurrency}",
+                "idle p50 ms",
+                f"mean batch at c={report.profile.compare_concurrency}",
+                "padding efficiency",
+                "rerank pairs/s",
+            ],
+            [
+                [
+                    c.label,
+                    _num(c.throughput_at_slo_rps),
+                    _num(c.peak_rps),
+                    _num(c.rps_at_compare_concurrency),
+                    _num(c.idle_p50_ms, 2),
+                    _num(c.mean_batch_size_at_compare, 2),
+                    _num(c.padding_efficiency, 3),
+                    _num(c.rerank_peak_pairs_per_s),
+                ]
                 for c in s.configs
             ],
         )
         if s.ratios:
-            lines += ["Slipstream against the baselines, same run:", ""] + ratio_table(report) + [""]
+            lines += ["Slipstream against the baselines, same run:", "", *ratio_table(report), ""]
         if s.targets:
             lines += ["## Service targets", ""]
             lines += _table(
                 ["target", "measured", "goal", "met"],
-                [[name, _num(t.get("value"), 3), _num(t.get("target"), 2), "yes" if t.get("met") else "no"]
-                 for name, t in s.targets.items()],
+                [
+                    [name, _num(t.get("value"), 3), _num(t.get("target"), 2), "yes" if t.get("met") else "no"]
+                    for name, t in s.targets.items()
+                ],
             )
     if report.offline:
         o = report.offline
         rates = ", ".join(f"batch {b}: {_num(v)}" for b, v in o.sequences_per_s_by_batch_size.items())
         lines += [
-            "## Offline engine (the ceiling)", "",
+            "## Offline engine (the ceiling)",
+            "",
             f"The served engine ({o.variant} on {o.device}, {', '.join(o.providers)}) run directly on the first "
             f"{o.texts} single texts in bucketed batches, {o.parallel_runs} batch(es) in flight at once as it "
             f"runs them, median of {o.rounds} pass(es): {rates} sequences/s. "
-            f"Padding efficiency of its buckets on these texts: {o.padding_efficiency:.3f}.", "",
+            f"Padding efficiency of its buckets on these texts: {o.padding_efficiency:.3f}.",
+            "",
         ]
     lines += ["## Workloads (tokens per sequence, special tokens included)", ""]
     ranges = list(report.workloads[0].token_histogram)
     lines += _table(
         ["workload", "fingerprint", "requests", "sequences", "mean", "p50", "p90", "p99", "max", *ranges],
         [
-            [w.name, f"`{w.fingerprint}`", str(w.requests), str(w.sequences), _num(w.tokens_mean), _num(w.tokens_p50, 0),
-             _num(w.tokens_p90, 0), _num(w.tokens_p99, 0), str(w.tokens_max), *(str(w.token_histogram[r]) for r in ranges)]
+            [
+                w.name,
+                f"`{w.fingerprint}`",
+                str(w.requests),
+                str(w.sequences),
+                _num(w.tokens_mean),
+                _num(w.tokens_p50, 0),
+                _num(w.tokens_p90, 0),
+                _num(w.tokens_p99, 0),
+                str(w.tokens_max),
+                *(str(w.token_histogram[r]) for r in ranges),
+            ]
             for w in report.workloads
         ],
     )
     lines += ["## Every point", ""]
     for run in report.runs:
-        lines += [f"### {run.config.label}", "", f"{run.config.description}. "
-                  f"Start-up (load + warm-up): {_num(run.startup_s)} s.", ""]
+        lines += [
+            f"### {run.config.label}",
+            "",
+            f"{run.config.description}. Start-up (load + warm-up): {_num(run.startup_s)} s.",
+            "",
+        ]
         if run.error:
             lines += [f"**Failed:** `{run.error}`", ""]
         if run.points:
             lines += _table(
-                ["workload", "load", "offered req/s", "req/s", "seq/s", "tokens/s", "p50 ms", "p90 ms", "p99 ms",
-                 "p99.9 ms", "429", "errors", "mean batch", "padding eff.", "client CPU"],
+                [
+                    "workload",
+                    "load",
+                    "offered req/s",
+                    "req/s",
+                    "seq/s",
+                    "tokens/s",
+                    "p50 ms",
+                    "p90 ms",
+                    "p99 ms",
+                    "p99.9 ms",
+                    "429",
+                    "errors",
+                    "mean batch",
+                    "padding eff.",
+                    "client CPU",
+                ],
                 [_point_row(record) for record in run.points],
             )
     if plots:
         lines += ["## Plots", ""] + [f"![{name}]({name})" for name in plots] + [""]
     lines += [
-        "## Method", "",
+        "## Method",
+        "",
         "Open loop: Poisson arrivals at a fixed rate, each request's latency measured from its intended send "
         "time (no coordinated omission). Closed loop: c clients, each sending its next request when the last "
         "returns. Rates are fractions of the configuration's best closed-loop throughput. Throughput counts "
@@ -177,9 +227,18 @@ def _point_row(record: PointRecord) -> list[str]:
     r, server = record.result, record.server
     latency = r.latency
     return [
-        record.workload, _target_name(record), _num(r.offered_rps), _num(r.achieved_rps), _num(r.sequences_per_s),
-        _num(r.tokens_per_s, 0), _ms(latency.p50_s), _ms(latency.p90_s), _ms(latency.p99_s), _ms(latency.p999_s),
-        str(r.n_rejected), str(r.n_errors + r.n_timeouts),
+        record.workload,
+        _target_name(record),
+        _num(r.offered_rps),
+        _num(r.achieved_rps),
+        _num(r.sequences_per_s),
+        _num(r.tokens_per_s, 0),
+        _ms(latency.p50_s),
+        _ms(latency.p90_s),
+        _ms(latency.p99_s),
+        _ms(latency.p999_s),
+        str(r.n_rejected),
+        str(r.n_errors + r.n_timeouts),
         _num(server.mean_batch_size, 2) if server else "–",
         _num(server.padding_efficiency, 3) if server else "–",
         f"{r.client_cpu_s / r.wall_s:.0%}" if r.wall_s else "–",
@@ -196,8 +255,12 @@ def write_plots(report: BenchReport, result_dir: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     written = []
-    for key, draw in (("latency", _plot_latency), ("batches", _plot_batches), ("padding", _plot_padding),
-                      ("lengths", _plot_lengths)):
+    for key, draw in (
+        ("latency", _plot_latency),
+        ("batches", _plot_batches),
+        ("padding", _plot_padding),
+        ("lengths", _plot_lengths),
+    ):
         figure = draw(report, plt)
         if figure is None:
             continue
@@ -214,7 +277,7 @@ def _single_points(run: ConfigRun, mode: str) -> list[PointRecord]:
     return sorted(points, key=lambda r: r.result.point.rate or 0 if mode == "open" else r.result.point.concurrency or 0)
 
 
-def _plot_latency(report: BenchReport, plt):  # type: ignore[no-untyped-def]
+def _plot_latency(report: BenchReport, plt: Any) -> Any:
     """Open loop against the offered rate (past saturation the achieved rate falls behind it: hollow
     markers); closed loop against the achieved rate, each point labelled with its client count."""
     figure, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
@@ -225,18 +288,34 @@ def _plot_latency(report: BenchReport, plt):  # type: ignore[no-untyped-def]
                 continue
             color = f"C{i}"
             x = [r.result.offered_rps if mode == "open" else r.result.achieved_rps for r in points]
-            p99 = [r.result.latency.p99_s * 1000 for r in points]
+            p99 = [(r.result.latency.p99_s or 0.0) * 1000 for r in points]
             ax.plot(x, p99, "-", color=color, label=f"{run.config.label} p99")
-            ax.plot(x, [r.result.latency.p50_s * 1000 for r in points], "--", color=color, alpha=0.7,
-                    label=f"{run.config.label} p50")
+            ax.plot(
+                x,
+                [(r.result.latency.p50_s or 0.0) * 1000 for r in points],
+                "--",
+                color=color,
+                alpha=0.7,
+                label=f"{run.config.label} p50",
+            )
             for xi, yi, r in zip(x, p99, points, strict=True):
                 saturated = mode == "open" and r.result.achieved_rps < 0.95 * r.result.offered_rps
                 ax.plot([xi], [yi], "o", color=color, markerfacecolor="white" if saturated else color)
                 if mode == "closed":
-                    ax.annotate(f"c={r.result.point.concurrency}", (xi, yi), fontsize=7, color=color,
-                                textcoords="offset points", xytext=(3, 3))
-        ax.axhline(report.profile.slo_p99_ms, color="grey", linestyle=":",
-                   label=f"objective p99 {report.profile.slo_p99_ms:g} ms")
+                    ax.annotate(
+                        f"c={r.result.point.concurrency}",
+                        (xi, yi),
+                        fontsize=7,
+                        color=color,
+                        textcoords="offset points",
+                        xytext=(3, 3),
+                    )
+        ax.axhline(
+            report.profile.slo_p99_ms,
+            color="grey",
+            linestyle=":",
+            label=f"objective p99 {report.profile.slo_p99_ms:g} ms",
+        )
         ax.set_yscale("log")
         ax.grid(True, which="both", alpha=0.3)
     axes[0].set_xlabel("offered load (requests/s, single texts)")
@@ -250,10 +329,13 @@ def _plot_latency(report: BenchReport, plt):  # type: ignore[no-untyped-def]
 
 
 def _compare_point(run: ConfigRun, concurrency: int) -> PointRecord | None:
-    return next((r for r in run.points if r.workload == "single" and r.result.point.concurrency == concurrency and r.server), None)
+    return next(
+        (r for r in run.points if r.workload == "single" and r.result.point.concurrency == concurrency and r.server),
+        None,
+    )
 
 
-def _plot_batches(report: BenchReport, plt):  # type: ignore[no-untyped-def]
+def _plot_batches(report: BenchReport, plt: Any) -> Any:
     c = report.profile.compare_concurrency
     records = [(run, _compare_point(run, c)) for run in report.runs]
     records = [(run, r) for run, r in records if r is not None and r.server and r.server.batches]
@@ -274,7 +356,7 @@ def _plot_batches(report: BenchReport, plt):  # type: ignore[no-untyped-def]
     return figure
 
 
-def _plot_padding(report: BenchReport, plt):  # type: ignore[no-untyped-def]
+def _plot_padding(report: BenchReport, plt: Any) -> Any:
     c = report.profile.compare_concurrency
     records = [(run, _compare_point(run, c)) for run in report.runs]
     records = [(run, r) for run, r in records if r is not None and r.server and r.server.batches]
@@ -291,7 +373,12 @@ def _plot_padding(report: BenchReport, plt):  # type: ignore[no-untyped-def]
     for i, (run, record) in enumerate(records):
         hist = record.server.padded_tokens_per_batch  # type: ignore[union-attr]
         labels = [f"<={b:g}" for b in hist.upper_bounds] + ["more"]
-        axes[1].bar(np.arange(len(labels)) + i * width, np.array(hist.counts) / max(hist.count, 1), width, label=run.config.label)
+        axes[1].bar(
+            np.arange(len(labels)) + i * width,
+            np.array(hist.counts) / max(hist.count, 1),
+            width,
+            label=run.config.label,
+        )
     axes[1].set_xticks(np.arange(len(labels)) + 0.4 - width / 2, labels, rotation=45)
     axes[1].set_xlabel("padded tokens per batch (items x bucket length)")
     axes[1].set_ylabel("share of batches")
@@ -300,17 +387,20 @@ def _plot_padding(report: BenchReport, plt):  # type: ignore[no-untyped-def]
     return figure
 
 
-def _plot_lengths(report: BenchReport, plt):  # type: ignore[no-untyped-def]
+def _plot_lengths(report: BenchReport, plt: Any) -> Any:
     figure, ax = plt.subplots(figsize=(8, 4))
     width = 0.8 / max(len(report.workloads), 1)
     for i, workload in enumerate(report.workloads):
         counts = np.array(list(workload.token_histogram.values()), dtype=float)
-        ax.bar(np.arange(len(counts)) + i * width, counts / counts.sum(), width,
-               label=f"{workload.name} (mean {workload.tokens_mean:.0f}, p99 {workload.tokens_p99:.0f})")
+        ax.bar(
+            np.arange(len(counts)) + i * width,
+            counts / counts.sum(),
+            width,
+            label=f"{workload.name} (mean {workload.tokens_mean:.0f}, p99 {workload.tokens_p99:.0f})",
+        )
     ax.set_xticks(np.arange(len(counts)) + 0.4 - width / 2, list(report.workloads[0].token_histogram))
     ax.set_xlabel("tokens per sequence")
     ax.set_ylabel("share of sequences")
     ax.set_title("Workload length histograms")
     ax.legend(fontsize=8)
     return figure
-

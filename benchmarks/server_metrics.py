@@ -8,6 +8,7 @@ baseline) simply has no server metrics.
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 
 import msgspec
@@ -67,7 +68,7 @@ def _histogram(before: Samples, after: Samples, name: str) -> Histogram:
     cumulative = _delta(_summed(after, f"{name}_bucket", by="le"), _summed(before, f"{name}_bucket", by="le"))
     bounds = sorted(cumulative, key=float)
     running = [cumulative[b] for b in bounds]
-    counts = [running[0]] + [b - a for a, b in zip(running, running[1:])] if running else []
+    counts = [running[0]] + [b - a for a, b in itertools.pairwise(running)] if running else []
     return Histogram(
         upper_bounds=[float(b) for b in bounds if float(b) != float("inf")],
         counts=counts,

@@ -49,7 +49,7 @@ def wait_ready(process: subprocess.Popen[bytes], port: int, timeout_s: float, lo
             status, _ = http_get(port, "/ready", timeout_s=2.0)
             if status == 200:
                 return
-        except (OSError, TimeoutError, asyncio.TimeoutError):
+        except (OSError, TimeoutError):
             pass
         time.sleep(0.25)
     raise ServerError(f"server not ready after {timeout_s:.0f} s; log:\n{_tail(log_path)}")
@@ -98,6 +98,14 @@ def stop(process: subprocess.Popen[bytes], grace_s: float = 40.0) -> None:
 
 def pipeline_server_command(model_dir: Path | str, port: int, threads: int, max_length: int) -> list[str]:
     return [
-        sys.executable, "-m", "benchmarks.pipeline_server", str(model_dir),
-        "--port", str(port), "--threads", str(threads), "--max-length", str(max_length),
+        sys.executable,
+        "-m",
+        "benchmarks.pipeline_server",
+        str(model_dir),
+        "--port",
+        str(port),
+        "--threads",
+        str(threads),
+        "--max-length",
+        str(max_length),
     ]

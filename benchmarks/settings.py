@@ -115,7 +115,9 @@ def server_configs(profile: Profile, include_pipeline: bool) -> list[ServerConfi
                 name="pipeline",
                 label="transformers pipeline (PyTorch)",
                 kind="pipeline",
-                description='transformers pipeline("text-classification") in PyTorch behind Litestar, one request at a time',
+                description=(
+                    'transformers pipeline("text-classification") in PyTorch behind Litestar, one request at a time'
+                ),
                 concurrencies=few_concurrencies,
                 rate_fractions=few_rates,
                 # A rerank request takes the pipeline seconds: too slow for the quick profile's windows.

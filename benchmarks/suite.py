@@ -147,7 +147,9 @@ def request_set(workload: Workload, lengths: np.ndarray) -> RequestSet:
 
 
 def _only(requests: RequestSet, index: int) -> RequestSet:
-    return RequestSet(bodies=[requests.bodies[index]], sequences=[requests.sequences[index]], tokens=[requests.tokens[index]])
+    return RequestSet(
+        bodies=[requests.bodies[index]], sequences=[requests.sequences[index]], tokens=[requests.tokens[index]]
+    )
 
 
 def _scrape(port: int) -> server_metrics.Samples:
@@ -286,7 +288,7 @@ class Suite:
         p = self.profile
         engine = load_engine(self.artifact, device="auto")
         description = engine.describe()
-        texts = workload.requests[: p.offline_texts]
+        texts = workload.texts()[: p.offline_texts]
 
         def run(batch: dict[str, np.ndarray]) -> object:
             return engine.run(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
@@ -296,7 +298,11 @@ class Suite:
         # Batch 1 too: an engine running several batches at once may do best with single items.
         for batch_size in sorted({1, p.offline_batch_size, engine.max_batch_size}):
             batches, lengths = offline.bucketed_batches(
-                self.artifact / TOKENIZER_FILE, texts, engine.buckets, self.manifest.input_names, batch_size,
+                self.artifact / TOKENIZER_FILE,
+                texts,
+                engine.buckets,
+                self.manifest.input_names,
+                batch_size,
                 # Padded as the service pads by default on this device (pad_to = "auto").
                 pad_to_longest=description.device == "cpu",
             )
@@ -338,7 +344,7 @@ class Suite:
         command = [sys.executable, "-m", "slipstream.cli", "serve", str(self.artifact)]
         return running_server(command, port, log, self.profile.ready_timeout_s, env=env)
 
-    def _run_config(self, config: ServerConfig, bar: tqdm) -> ConfigRun:
+    def _run_config(self, config: ServerConfig, bar: tqdm[Any]) -> ConfigRun:
         run = ConfigRun(config=config)
         port = free_port()
         started = time.monotonic()
@@ -366,21 +372,27 @@ class Suite:
         run.points.append(PointRecord(config=config.name, workload=point.workload, result=result, server=server))
         return result
 
-    def _measure(self, config: ServerConfig, port: int, client: LoadClient, run: ConfigRun, bar: tqdm) -> None:
+    def _measure(self, config: ServerConfig, port: int, client: LoadClient, run: ConfigRun, bar: tqdm[Any]) -> None:
         p = self.profile
-        timing = {"warmup_s": p.warmup_s, "duration_s": p.duration_s}
+        timing: dict[str, Any] = {"warmup_s": p.warmup_s, "duration_s": p.duration_s}
         if config.idle:
-            idle = Point(mode="idle", workload="idle", requests=p.idle_requests, label="idle", capture_header="x-inference-time")
+            idle = Point(
+                mode="idle", workload="idle", requests=p.idle_requests, label="idle", capture_header="x-inference-time"
+            )
             self._point(config, port, client, run, idle)
             bar.update()
         best = 0.0
         for c in config.concurrencies or p.concurrencies:
-            result = self._point(config, port, client, run, Point(mode="closed", concurrency=c, label=f"c={c}", **timing))
+            result = self._point(
+                config, port, client, run, Point(mode="closed", concurrency=c, label=f"c={c}", **timing)
+            )
             best = max(best, result.achieved_rps)
             bar.update()
         for fraction in config.rate_fractions or p.rate_fractions:
             rate = max(best * fraction, 0.5)
-            self._point(config, port, client, run, Point(mode="open", rate=rate, label=f"{fraction:.0%} of peak", **timing))
+            self._point(
+                config, port, client, run, Point(mode="open", rate=rate, label=f"{fraction:.0%} of peak", **timing)
+            )
             bar.update()
         if config.rerank:
             for c in config.rerank_concurrencies or p.rerank_concurrencies:
@@ -407,7 +419,9 @@ def config_summary(run: ConfigRun, profile: Profile) -> ConfigSummary:
     compare = [r for r in single if r.result.point.concurrency == profile.compare_concurrency]
     idle = [r for r in run.points if r.workload == "idle"]
     rerank = [r.result.sequences_per_s for r in run.points if r.workload == "rerank"]
-    real = sum((r.server.padding_efficiency or 0) * (r.server.padded_tokens_per_batch.total) for r in single if r.server)
+    real = sum(
+        (r.server.padding_efficiency or 0) * (r.server.padded_tokens_per_batch.total) for r in single if r.server
+    )
     padded = sum(r.server.padded_tokens_per_batch.total for r in single if r.server)
     return ConfigSummary(
         config=run.config.name,
@@ -474,7 +488,9 @@ def summarize(report: BenchReport) -> Summary:
 
     offline_rate = report.offline.sequences_per_s if report.offline else None
     if main and offline_rate:
-        targets["served_vs_offline"] = target("served_vs_offline", _ratio(main.rps_at_compare_concurrency, offline_rate))
+        targets["served_vs_offline"] = target(
+            "served_vs_offline", _ratio(main.rps_at_compare_concurrency, offline_rate)
+        )
     if main and "pipeline" in by_name:
         targets["served_vs_pipeline"] = target(
             "served_vs_pipeline", ratios.get(f"c{profile.compare_concurrency}_vs_pipeline")

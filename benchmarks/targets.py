@@ -22,12 +22,11 @@ from pathlib import Path
 import msgspec
 
 from benchmarks import environment
-from benchmarks.settings import FULL
 from benchmarks.readme import TARGET_TEXT
+from benchmarks.settings import FULL
 from benchmarks.suite import TARGET_GOALS, Suite, target_met
 from slipstream.defaults import DEFAULT_ARTIFACT_DIR, DEFAULT_MODEL_DIR
 from slipstream.json_files import write_json
-
 
 
 class Round(msgspec.Struct, frozen=True, kw_only=True):
@@ -57,6 +56,8 @@ def measure_round(artifact: Path, model_dir: Path | None, work_dir: Path) -> Rou
     failed = [run.config.name for run in report.runs if run.error]
     if failed:
         raise RuntimeError(f"configurations failed: {failed} (logs in {work_dir / 'logs'})")
+    if report.summary is None:
+        raise RuntimeError("the suite produced no summary")
     by_name = {summary.config: summary for summary in report.summary.configs}
     served, pipeline = by_name.get("slipstream"), by_name.get("pipeline")
     return Round(
@@ -77,10 +78,12 @@ def render(report: TargetsReport) -> str:
         return "–" if value is None else f"{value:.{digits}f}"
 
     lines = [
-        f"# Service targets, {len(report.rounds)} rounds: {report.started_at}, {report.machine}", "",
+        f"# Service targets, {len(report.rounds)} rounds: {report.started_at}, {report.machine}",
+        "",
         "Each round: the offline engine ceiling, then Slipstream (idle, 32 clients), then the transformers "
         "pipeline (32 clients), with the full benchmark profile's timing. "
-        "Command: `python -m benchmarks.targets`.", "",
+        "Command: `python -m benchmarks.targets`.",
+        "",
         "| round | offline seq/s | Slipstream req/s at 32 | pipeline req/s at 32 | served / offline "
         "| served / pipeline | idle added ms |",
         "|---|---|---|---|---|---|---|",
@@ -103,11 +106,19 @@ def render(report: TargetsReport) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.targets", description=__doc__.split("\n\n")[0])
     parser.add_argument("--artifact", type=Path, default=DEFAULT_ARTIFACT_DIR)
-    parser.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR,
-                        help="model directory for the pipeline baseline (skipped if missing)")
+    parser.add_argument(
+        "--model-dir",
+        type=Path,
+        default=DEFAULT_MODEL_DIR,
+        help="model directory for the pipeline baseline (skipped if missing)",
+    )
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--output", type=Path, default=None,
-                        help="result directory (default: benchmarks/results/<date>-<machine>-targets)")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="result directory (default: benchmarks/results/<date>-<machine>-targets)",
+    )
     args = parser.parse_args(argv)
     machine = environment.collect().machine.name
     output = args.output or Path("benchmarks/results") / f"{dt.date.today().isoformat()}-{machine}-targets"
@@ -119,7 +130,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         rounds.append(measure_round(args.artifact, model_dir, output / "logs" / f"round-{index + 1}"))
         print(f"round {index + 1}: {rounds[-1].targets}", file=sys.stderr, flush=True)
     report = TargetsReport(
-        started_at=started, machine=machine, artifact=str(args.artifact), rounds=rounds,
+        started_at=started,
+        machine=machine,
+        artifact=str(args.artifact),
+        rounds=rounds,
         median={name: _median([r.targets[name] for r in rounds]) for name in TARGET_GOALS},
     )
     output.mkdir(parents=True, exist_ok=True)

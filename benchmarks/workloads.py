@@ -77,11 +77,17 @@ class Workload(msgspec.Struct, frozen=True, kw_only=True):
             return np.ones(len(self.requests), dtype=np.int64)
         return np.array([len(r) for r in self.requests], dtype=np.int64)
 
+    def texts(self) -> list[str]:
+        """A single-text workload's requests, one text each."""
+        if self.name != "single":
+            raise ValueError(f"the {self.name} workload's requests are not single texts")
+        return [request for request in self.requests if isinstance(request, str)]
+
     def flat_inputs(self) -> list[str] | list[tuple[str, str]]:
         """Every sequence the engine sees: texts, or (query, passage) pairs."""
         if self.name == "single":
-            return list(self.requests)  # type: ignore[arg-type]
-        return [(pair[0], pair[1]) for request in self.requests for pair in request]  # type: ignore[union-attr]
+            return self.texts()
+        return [(pair[0], pair[1]) for request in self.requests if not isinstance(request, str) for pair in request]
 
 
 class Corpus(msgspec.Struct, frozen=True):
@@ -187,7 +193,9 @@ def rerank_requests(spec: RerankSpec | None = None) -> Workload:
     return Workload(name="rerank", spec=spec, requests=requests, fingerprint=_fingerprint("rerank", requests))
 
 
-def token_lengths(workload: Workload, tokenizer_json: Path | str, max_length: int | None = None) -> npt.NDArray[np.int64]:
+def token_lengths(
+    workload: Workload, tokenizer_json: Path | str, max_length: int | None = None
+) -> npt.NDArray[np.int64]:
     """Tokens per sequence (special tokens included) as the model's tokenizer counts them.
 
     With ``max_length`` the counts are truncated as the server would truncate them.

@@ -16,7 +16,8 @@ import urllib.request
 def ready(port: int, timeout_s: float = 3.0) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=timeout_s) as response:
-            return response.status == 200
+            ok: bool = response.status == 200
+            return ok
     except (urllib.error.URLError, OSError):
         return False
 

@@ -9,7 +9,8 @@ An artifact is a directory::
     model.fp16.onnx
 
 This module has no heavy dependencies (msgspec only) so that the runtime can
-read what export wrote. Every field is documented in docs/export.md#artifact-format; bump FORMAT_VERSION on any incompatible change.
+read what export wrote. Every field is documented in docs/export.md#artifact-format;
+bump FORMAT_VERSION on any incompatible change.
 """
 
 from __future__ import annotations

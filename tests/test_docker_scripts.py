@@ -56,7 +56,10 @@ def exported_artifact(tmp_path_factory, tiny_model_factory) -> Path:
     out = tmp_path_factory.mktemp("docker") / "artifact"
     subprocess.run(
         ["bash", str(SCRIPTS / "docker-export.sh"), str(tiny_model_factory("bert", 3)), str(out), "cpu"],
-        env=_env(), cwd=REPO, check=True, timeout=300,
+        env=_env(),
+        cwd=REPO,
+        check=True,
+        timeout=300,
     )
     return out
 
@@ -71,7 +74,10 @@ def test_export_script_for_the_cuda_image_writes_fp16(tmp_path, tiny_model_facto
     out = tmp_path / "artifact"
     subprocess.run(
         ["bash", str(SCRIPTS / "docker-export.sh"), str(tiny_model_factory("bert", 3)), str(out), "gpu"],
-        env=_env(), cwd=REPO, check=True, timeout=300,
+        env=_env(),
+        cwd=REPO,
+        check=True,
+        timeout=300,
     )
     assert sorted(load_manifest(out).variants) == ["fp16", "fp32"]
 
@@ -79,7 +85,11 @@ def test_export_script_for_the_cuda_image_writes_fp16(tmp_path, tiny_model_facto
 def test_export_script_refuses_an_unknown_runtime(tmp_path):
     result = subprocess.run(
         ["bash", str(SCRIPTS / "docker-export.sh"), "some/model", str(tmp_path / "out"), "tpu"],
-        env=_env(), cwd=REPO, capture_output=True, text=True, timeout=60,
+        env=_env(),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2
     assert "gpu or cpu" in result.stderr
@@ -91,7 +101,11 @@ def test_export_script_fails_the_build_when_the_export_fails(tmp_path):
     not_a_model.mkdir()
     result = subprocess.run(
         ["bash", str(SCRIPTS / "docker-export.sh"), str(not_a_model), str(tmp_path / "out"), "cpu"],
-        env=_env(HF_HUB_OFFLINE="1"), cwd=REPO, capture_output=True, text=True, timeout=120,
+        env=_env(HF_HUB_OFFLINE="1"),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode != 0
     assert not (tmp_path / "out").exists()
@@ -102,8 +116,11 @@ def test_serve_script_serves_the_artifact_healthcheck_tracks_readiness_and_sigte
     assert _healthcheck(port) == 1, "nothing listens yet: unhealthy"
     server = subprocess.Popen(
         ["bash", str(SCRIPTS / "docker-serve.sh"), str(exported_artifact), "--host", "127.0.0.1"],
-        env=_env(SLIPSTREAM_PORT=str(port)), cwd=REPO,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        env=_env(SLIPSTREAM_PORT=str(port)),
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + READY_TIMEOUT_S

@@ -35,20 +35,28 @@ weights.
 """
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "build-default",
         help="build (cached) and export the default reranker distilled from all-MiniLM-L6-v2",
         description=_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR,
-                        help=f"where the model is built and cached [{DEFAULT_MODEL_DIR}]")
-    parser.add_argument("--artifact-dir", type=Path, default=DEFAULT_ARTIFACT_DIR,
-                        help=f"where it is exported [{DEFAULT_ARTIFACT_DIR}]")
+    parser.add_argument(
+        "--model-dir",
+        type=Path,
+        default=DEFAULT_MODEL_DIR,
+        help=f"where the model is built and cached [{DEFAULT_MODEL_DIR}]",
+    )
+    parser.add_argument(
+        "--artifact-dir", type=Path, default=DEFAULT_ARTIFACT_DIR, help=f"where it is exported [{DEFAULT_ARTIFACT_DIR}]"
+    )
     parser.add_argument("--no-export", action="store_true", help="build the model only")
     parser.add_argument(
-        "--variants", type=variant_list, default=None, metavar="LIST",
+        "--variants",
+        type=variant_list,
+        default=None,
+        metavar="LIST",
         help="variants to export, as for `slipstream export` (default: what this machine serves best)",
     )
     parser.add_argument("--force", action="store_true", help="rebuild the model and re-export even if cached")

@@ -11,8 +11,8 @@ Why it fits in a few minutes on two cores:
   pair scores are one matrix product;
 * texts are short (passages are clipped to a few dozen words);
 * a step's pairs run in length-sorted batches, each padded only to its own
-  longest pair (a training step takes about a quarter less time than padded
-  to the step's longest);
+  longest pair, which is much cheaper than padding all of them to the step's
+  longest (docs/design-notes.md#default-reranker-length-sorted-training-batches);
 * the embeddings (half the weights) and the first encoder layer are frozen,
   so backward stops before them and the optimiser state is small;
 * each step is listwise: a query with its positive, a passage of the same
@@ -52,7 +52,6 @@ from slipstream.default_model.recipe import (
     DistillReport,
 )
 from slipstream.export.validation import spearman
-
 
 # Held-out pairs are scored whole, as the served model sees them (the teacher
 # also embedded each text whole); training truncates to recipe.max_pair_tokens.
@@ -120,7 +119,9 @@ def _split_documents(passages: list[Passage], recipe: DistillRecipe, rng: random
     return train, evaluation
 
 
-def _draw_queries(passages: list[Passage], pool: list[int], n: int, rng: random.Random, settings: CorpusSettings) -> list[Query]:
+def _draw_queries(
+    passages: list[Passage], pool: list[int], n: int, rng: random.Random, settings: CorpusSettings
+) -> list[Query]:
     queries: list[Query] = []
     for index in rng.sample(pool, len(pool)):
         query = draw_query(passages[index], index, rng, settings)
@@ -187,9 +188,7 @@ def _length_sorted_batches(
     """
     # longest_first: passages are the longer text and lose their tail first, but a
     # query that alone exceeds the limit is cut too rather than failing the batch.
-    encoded = tokenizer(
-        [q for q, _ in pairs], [p for _, p in pairs], truncation="longest_first", max_length=max_tokens
-    )
+    encoded = tokenizer([q for q, _ in pairs], [p for _, p in pairs], truncation="longest_first", max_length=max_tokens)
     ids = encoded["input_ids"]
     order = sorted(range(len(pairs)), key=lambda i: (len(ids[i]), i))
     for start in range(0, len(order), batch_size):
@@ -232,7 +231,10 @@ def _loss(student: torch.Tensor, target: torch.Tensor, recipe: DistillRecipe) ->
         loss = loss + recipe.difference_weight * torch.nn.functional.mse_loss(student_diff, target_diff)
     if recipe.listwise_weight:
         listwise = torch.nn.functional.kl_div(
-            torch.log_softmax(student, dim=-1), torch.log_softmax(target, dim=-1), log_target=True, reduction="batchmean"
+            torch.log_softmax(student, dim=-1),
+            torch.log_softmax(target, dim=-1),
+            log_target=True,
+            reduction="batchmean",
         )
         loss = loss + recipe.listwise_weight * listwise
     return loss
@@ -256,7 +258,7 @@ def score_pairs(
 
 def _load_student(teacher_dir: Path, recipe: DistillRecipe) -> BertForSequenceClassification:
     torch.manual_seed(recipe.seed)  # the new classifier head's initial weights
-    student = BertForSequenceClassification.from_pretrained(
+    student: BertForSequenceClassification = BertForSequenceClassification.from_pretrained(
         teacher_dir,
         num_labels=1,
         problem_type="regression",
@@ -275,7 +277,9 @@ def _load_student(teacher_dir: Path, recipe: DistillRecipe) -> BertForSequenceCl
     return student
 
 
-def _optimizer(student: BertForSequenceClassification, recipe: DistillRecipe) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+def _optimizer(
+    student: BertForSequenceClassification, recipe: DistillRecipe
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
     head = [p for p in student.classifier.parameters()]
     head_ids = {id(p) for p in head}
     body = [p for p in student.parameters() if p.requires_grad and id(p) not in head_ids]
@@ -300,19 +304,16 @@ def _evaluate(
     student_scores = score_pairs(student, tokenizer, pairs, max_tokens=max_tokens)
     teacher_scores = np.array([t for g in groups for t in g.targets])
     k = len(groups[0].candidates)
-    per_query = [
-        spearman(student_scores[i : i + k], teacher_scores[i : i + k]) for i in range(0, len(pairs), k)
-    ]
+    per_query = [spearman(student_scores[i : i + k], teacher_scores[i : i + k]) for i in range(0, len(pairs), k)]
     top1 = np.mean(
-        [
-            np.argmax(student_scores[i : i + k]) == np.argmax(teacher_scores[i : i + k])
-            for i in range(0, len(pairs), k)
-        ]
+        [np.argmax(student_scores[i : i + k]) == np.argmax(teacher_scores[i : i + k]) for i in range(0, len(pairs), k)]
     )
     return spearman(student_scores, teacher_scores), float(np.mean(per_query)), float(top1), len(pairs)
 
 
-def _classic_example(student: BertForSequenceClassification, tokenizer: PreTrainedTokenizerBase, teacher: Teacher) -> ClassicExample:
+def _classic_example(
+    student: BertForSequenceClassification, tokenizer: PreTrainedTokenizerBase, teacher: Teacher
+) -> ClassicExample:
     logits = score_pairs(student, tokenizer, [(CLASSIC_QUERY, d) for d in CLASSIC_DOCUMENTS])
     embeddings = teacher.embed([CLASSIC_QUERY, *CLASSIC_DOCUMENTS], progress=False)
     cosines = embeddings[1:] @ embeddings[0]

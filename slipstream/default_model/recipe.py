@@ -23,7 +23,8 @@ class DistillRecipe(msgspec.Struct, frozen=True, kw_only=True):
     """Everything that determines the default model; its hash keys the cache."""
 
     seed: int = 1234
-    steps: int = 200  # as good as 240 with five layers trained (0.809 pooled either way), and fits 5 minutes
+    # As good as 240 and fits the 5-minute budget (docs/design-notes.md#default-reranker-200-training-steps).
+    steps: int = 200
     queries_per_step: int = 4
     candidates_per_query: int = 8  # 1 positive, 1 same-document, hard and random negatives
     hard_negatives: int = 3
@@ -34,11 +35,10 @@ class DistillRecipe(msgspec.Struct, frozen=True, kw_only=True):
     max_pair_tokens: int = 64  # training only; evaluation reads whole pairs, as serving does
     pairs_per_forward: int = 8  # a step's pairs run in length-sorted batches of this size
     # Lowest encoder layers kept as they are (the embeddings always are). Training
-    # five of the six layers instead of three costs about a fifth more per step and
-    # is the largest gain measured: held-out pooled Spearman went from 0.761 (three
-    # frozen, 240 steps) to 0.809 (this recipe) with seed 1234, and from 0.649 to
-    # 0.785 with seed 1235. All six layers: 0.818 at 240 steps, but training alone
-    # then takes over 4 minutes.
+    # five of the six layers instead of three costs a little more per step and is
+    # the largest gain in agreement with the teacher; training all six gains a
+    # little more but leaves no margin in the 5-minute budget.
+    # See docs/design-notes.md#default-reranker-encoder-layers-trained.
     frozen_layers: int = 1
     learning_rate: float = 3e-4
     head_learning_rate: float = 3e-3
@@ -46,8 +46,9 @@ class DistillRecipe(msgspec.Struct, frozen=True, kw_only=True):
     weight_decay: float = 0.01
     target_scale: float = 10.0
     target_shift: float = 0.3
-    # Per-query ranking depends only on within-query differences: weighting them
-    # above the pointwise error raised held-out per-query Spearman (0.733 -> 0.747).
+    # Per-query ranking depends only on within-query differences, so the loss
+    # weights them above the pointwise error
+    # (docs/design-notes.md#default-reranker-within-query-differences-weighted-3x).
     difference_weight: float = 3.0
     listwise_weight: float = 0.0
     threads: int = 2  # fixed so that floating-point reductions, and so results, repeat

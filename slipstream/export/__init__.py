@@ -1,5 +1,5 @@
 """Export stage: a Hugging Face *ForSequenceClassification model -> a validated
-ONNX artifact (see README.md, "Exporting a model"). The only part of Slipstream that imports
+ONNX artifact (see docs/export.md). The only part of Slipstream that imports
 torch, transformers and optimum, and only inside functions, so importing this
 package stays cheap.
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, get_args
+from typing import TYPE_CHECKING, cast, get_args
 
 import msgspec
 
@@ -96,7 +96,7 @@ def resolve_variants(variants: Sequence[str] | None) -> tuple[str, ...]:
 
 def problem_type_of(config: PretrainedConfig) -> ProblemType:
     if config.problem_type in ACTIVATIONS:
-        return config.problem_type
+        return cast(ProblemType, config.problem_type)
     # transformers' own rule when problem_type is unset: one label is regression.
     return "regression" if config.num_labels == 1 else "single_label_classification"
 
@@ -184,9 +184,7 @@ def export_artifact(
         raise ExportError(f"--max-length must be between 2 and {model_limit} for this model")
     max_length = max_length or model_limit
 
-    with staging_directory(output_dir) as staging, tempfile.TemporaryDirectory(
-        prefix="slipstream-export-"
-    ) as scratch:
+    with staging_directory(output_dir) as staging, tempfile.TemporaryDirectory(prefix="slipstream-export-") as scratch:
         progress("writing tokenizer.json")
         rust_tokenizer = write_tokenizer(source.tokenizer, staging / TOKENIZER_FILE)
         check_tokenizer_parity(
@@ -224,9 +222,7 @@ def export_artifact(
                 progress(f"building the {name} variant")
                 builders[name](path)
             progress(f"validating {name}")
-            validation = validate_variant(
-                name, path, validation_set, providers=_validation_providers(name)
-            )
+            validation = validate_variant(name, path, validation_set, providers=_validation_providers(name))
             if not validation.passed:
                 path.unlink(missing_ok=True)
                 rejected[name] = validation
@@ -257,9 +253,7 @@ def export_artifact(
             max_sequence_length=max_length,
             input_names=input_names,
             output_name=output_name,
-            tokenizer=msgspec.structs.replace(
-                tokenizer_facts, uses_token_type_ids="token_type_ids" in input_names
-            ),
+            tokenizer=msgspec.structs.replace(tokenizer_facts, uses_token_type_ids="token_type_ids" in input_names),
             variants=written,
             versions=library_versions(),
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),

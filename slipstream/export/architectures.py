@@ -30,17 +30,13 @@ SUPPORTED_ARCHITECTURES: dict[str, ArchitectureSpec] = {
     for spec in (
         ArchitectureSpec(model_type="bert", display_name="BERT"),
         ArchitectureSpec(model_type="distilbert", display_name="DistilBERT"),
-        ArchitectureSpec(
-            model_type="roberta", display_name="RoBERTa", position_offset_from_padding=True
-        ),
+        ArchitectureSpec(model_type="roberta", display_name="RoBERTa", position_offset_from_padding=True),
         ArchitectureSpec(
             model_type="xlm-roberta",
             display_name="XLM-RoBERTa",
             position_offset_from_padding=True,
         ),
-        ArchitectureSpec(
-            model_type="deberta-v2", display_name="DeBERTa-v2 / DeBERTa-v3", attention_fusion=False
-        ),
+        ArchitectureSpec(model_type="deberta-v2", display_name="DeBERTa-v2 / DeBERTa-v3", attention_fusion=False),
         ArchitectureSpec(model_type="electra", display_name="ELECTRA"),
         ArchitectureSpec(model_type="albert", display_name="ALBERT"),
         ArchitectureSpec(

@@ -53,9 +53,7 @@ def publish(staging: Path, output_dir: Path, *, force: bool) -> None:
         if output_dir.exists():
             if not force:
                 raise ExportError(f"{output_dir} already exists; pass --force to replace it")
-            retired = Path(
-                tempfile.mkdtemp(prefix=f".{output_dir.name}.old-", dir=output_dir.parent)
-            )
+            retired = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.old-", dir=output_dir.parent))
             output_dir.rename(retired / output_dir.name)
             staging.rename(output_dir)
             shutil.rmtree(retired, ignore_errors=True)

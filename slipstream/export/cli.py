@@ -49,7 +49,7 @@ def _positive(text: str) -> int:
     return value
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "export",
         help="export a Hugging Face classifier/reranker to a validated ONNX artifact",
@@ -136,8 +136,7 @@ def run_export(args: argparse.Namespace) -> int:
             raise
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         print(
-            f"slipstream export: error: export failed ({type(exc).__name__}: {detail}); "
-            "rerun with --debug for details",
+            f"slipstream export: error: export failed ({type(exc).__name__}: {detail}); rerun with --debug for details",
             file=sys.stderr,
         )
         return EXIT_ERROR

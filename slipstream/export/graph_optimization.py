@@ -1,6 +1,7 @@
 """Fuse the exported graph for ONNX Runtime and derive the int8 and fp16 variants.
 
-Why these choices (measured on MiniLM-L6, see README.md, "Variants"):
+Why these choices (docs/export.md#why-these-int8-settings; the measurements are in
+docs/design-notes.md#graph-fusion and #int8-quantization-settings):
 * Fusion uses onnxruntime.transformers' BERT optimizer without baking in ONNX
   Runtime's own graph-level rewrites (opt_level 0): the written graph carries the
   fused Attention / SkipLayerNormalization / BiasGelu / EmbedLayerNormalization
@@ -12,12 +13,10 @@ Why these choices (measured on MiniLM-L6, see README.md, "Variants"):
   output channel with a 7-bit range: on AVX2 CPUs without VNNI the u8s8 kernel
   can saturate intermediate int16 sums, and the reduced range avoids that while
   per-channel scales win back the precision. The embedding tables are quantized
-  too (Gather / EmbedLayerNormalization): that changes no speed but makes the
-  file about 3.5x smaller than fp32. Measured on all-MiniLM-L6-v2 here, one
-  thread, batch 8, bucketed English text: quantizing MatMul alone was ~10%
-  slower; with Attention included, every op set and scale option we tried ran
-  within 3% of each other, 1.25-1.5x faster than fused fp32, and this choice agreed
-  best with PyTorch (Spearman 0.99 vs 0.97 for per-tensor, full-range).
+  too (Gather / EmbedLayerNormalization): that costs no speed and makes the
+  file several times smaller. Quantizing MatMul alone is slower than with
+  Attention included, and of the op sets and scale options tried this one
+  agreed best with PyTorch at the same speed.
 * fp16 converts the fused graph with input and output types kept (int64 ids in,
   fp32 logits out), so clients never see half precision.
 """
@@ -42,9 +41,7 @@ class OptimizationOptions(msgspec.Struct, frozen=True, kw_only=True):
     int8: Int8Options = Int8Options()
 
 
-def fuse_graph(
-    raw_path: Path, fused_path: Path, *, model_type: str, fuse: bool = True, use_gpu: bool = False
-) -> bool:
+def fuse_graph(raw_path: Path, fused_path: Path, *, model_type: str, fuse: bool = True, use_gpu: bool = False) -> bool:
     """Write the fused graph to `fused_path` (an unfused copy when `fuse` is off);
     return whether any fusion applied."""
     import onnx
@@ -57,8 +54,8 @@ def fuse_graph(
     options = FusionOptions("bert")
     options.enable_shape_inference = SUPPORTED_ARCHITECTURES[model_type].attention_fusion
     # The BERT default reduces the mask to "number of 1s per row", which is only
-    # right for right-padded rows; the raw 2-D mask is right for any mask and
-    # measured no slower on CPU.
+    # right for right-padded rows; the raw 2-D mask is right for any mask, at no
+    # cost in speed on CPU (docs/design-notes.md#fused-attention-takes-the-raw-2-d-mask).
     options.use_raw_attention_mask(True)
     optimized = optimize_model(
         str(raw_path),
@@ -74,10 +71,11 @@ def fuse_graph(
     return any(count for count in stats.values())
 
 
-def quantize_int8(fp32_path: Path, int8_path: Path, options: Int8Options = Int8Options()) -> None:
+def quantize_int8(fp32_path: Path, int8_path: Path, options: Int8Options | None = None) -> None:
     from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    options = options or Int8Options()
     quantize_dynamic(
         fp32_path,
         int8_path,

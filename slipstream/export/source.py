@@ -12,7 +12,7 @@ from slipstream.export.architectures import SUPPORTED_ARCHITECTURES, supported_m
 from slipstream.export.errors import ExportError
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedModel, PreTrainedTokenizerFast, PretrainedConfig
+    from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerFast
 
 _LOCAL_PREFIXES = ("/", "./", "../", "~", ".\\", "..\\")
 
@@ -53,7 +53,8 @@ def load_config(model_ref: str) -> PretrainedConfig:
                 "(save one with model.save_pretrained(DIR) and tokenizer.save_pretrained(DIR))"
             )
     try:
-        return AutoConfig.from_pretrained(os.path.expanduser(model_ref))
+        config: PretrainedConfig = AutoConfig.from_pretrained(os.path.expanduser(model_ref))
+        return config
     except ValueError as exc:  # config.json without a model_type transformers knows
         raise ExportError(
             f"{model_ref}: config.json does not describe a transformers model ({_first_line(exc)})"
@@ -92,9 +93,7 @@ def load_source(model_ref: str, *, num_labels: int | None = None) -> SourceModel
 
     config = load_config(model_ref)
     check_architecture(config)
-    has_head = any(
-        name.endswith("ForSequenceClassification") for name in (config.architectures or [])
-    )
+    has_head = any(name.endswith("ForSequenceClassification") for name in (config.architectures or []))
     if not has_head and num_labels is None:
         raise ExportError(
             f"{model_ref} has no sequence-classification head (architectures: "

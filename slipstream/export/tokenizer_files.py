@@ -31,16 +31,10 @@ def write_tokenizer(tokenizer: PreTrainedTokenizerFast, path: Path) -> Tokenizer
     return rust_tokenizer
 
 
-def tokenizer_info(
-    tokenizer: PreTrainedTokenizerFast, *, uses_token_type_ids: bool
-) -> TokenizerInfo:
+def tokenizer_info(tokenizer: PreTrainedTokenizerFast, *, uses_token_type_ids: bool) -> TokenizerInfo:
     if tokenizer.pad_token is None or tokenizer.pad_token_id is None:
         raise ExportError("the tokenizer has no pad token; batching needs one")
-    special_tokens = {
-        name: value
-        for name, value in tokenizer.special_tokens_map.items()
-        if isinstance(value, str)
-    }
+    special_tokens = {name: value for name, value in tokenizer.special_tokens_map.items() if isinstance(value, str)}
     return TokenizerInfo(
         pad_token=str(tokenizer.pad_token),
         pad_token_id=int(tokenizer.pad_token_id),
@@ -59,15 +53,11 @@ def check_tokenizer_parity(
     exactly as transformers does (ids, token types, attention mask)."""
     cases: list[tuple[str, str | None]] = [(text, None) for text in singles]
     cases += [(first, second) for first, second in pairs]
-    encodings = written.encode_batch(
-        [text if second is None else (text, second) for text, second in cases]
-    )
+    encodings = written.encode_batch([text if second is None else (text, second) for text, second in cases])
     for (text, second), encoding in zip(cases, encodings, strict=True):
         expected = reference(text, second, return_token_type_ids=True)
         got_types = encoding.type_ids
-        if list(expected["input_ids"]) != encoding.ids or list(
-            expected["token_type_ids"]
-        ) != list(got_types):
+        if list(expected["input_ids"]) != encoding.ids or list(expected["token_type_ids"]) != list(got_types):
             raise ExportError(
                 "the written tokenizer.json does not reproduce transformers' encoding of "
                 f"{(text, second)!r}; the model's tokenizer depends on Python-side logic "

@@ -21,11 +21,22 @@ CONFIGS = {"slipstream", "slipstream-batch1", "slipstream-no-buckets", "pipeline
 
 
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory: pytest.TempPathFactory, tiny_artifact: Path, tiny_model_factory) -> tuple[Path, BenchReport]:  # type: ignore[no-untyped-def]
+def quick_run(
+    tmp_path_factory: pytest.TempPathFactory, tiny_artifact: Path, tiny_model_factory
+) -> tuple[Path, BenchReport]:
     output = tmp_path_factory.mktemp("bench") / "quick"
     command = [
-        sys.executable, "-m", "benchmarks", "--quick", "--no-progress",
-        "--artifact", str(tiny_artifact), "--model-dir", str(tiny_model_factory("bert", 3)), "--output", str(output),
+        sys.executable,
+        "-m",
+        "benchmarks",
+        "--quick",
+        "--no-progress",
+        "--artifact",
+        str(tiny_artifact),
+        "--model-dir",
+        str(tiny_model_factory("bert", 3)),
+        "--output",
+        str(output),
     ]
     # From the checkout's root, as `make bench-quick` runs it: benchmarks/ is not installed.
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=400)
@@ -59,6 +70,7 @@ def test_server_metrics_show_batching_and_padding(quick_run: tuple[Path, BenchRe
             assert record.server.items >= record.result.n_ok
     assert all(r.server.mean_batch_size == 1 for r in runs["slipstream-batch1"].points)  # type: ignore[union-attr]
     assert all(r.server is None for r in runs["pipeline"].points)
+
     # One client means batches of one, and on a CPU a batch is padded only to its longest item:
     # no padding at all, with or without buckets.
     def at_one_client(name: str) -> float:
@@ -86,7 +98,9 @@ def test_workloads_and_summary_are_recorded(quick_run: tuple[Path, BenchReport])
     assert result.environment.machine.logical_cpus >= 1 and "onnxruntime" in result.environment.versions
 
 
-def test_the_report_has_tables_plots_and_renders_the_readme_section(quick_run: tuple[Path, BenchReport], tmp_path: Path) -> None:
+def test_the_report_has_tables_plots_and_renders_the_readme_section(
+    quick_run: tuple[Path, BenchReport], tmp_path: Path
+) -> None:
     output, _ = quick_run
     markdown = (output / report.MARKDOWN_FILE).read_text()
     assert "## Headline: throughput at p99 <= 100 ms" in markdown
@@ -102,10 +116,14 @@ def test_the_report_has_tables_plots_and_renders_the_readme_section(quick_run: t
     assert (docs.parent / link).resolve() == (output / report.PLOTS["latency"]).resolve()
 
 
-def test_rendering_into_a_readme_replaces_only_the_marked_section(quick_run: tuple[Path, BenchReport], tmp_path: Path) -> None:
+def test_rendering_into_a_readme_replaces_only_the_marked_section(
+    quick_run: tuple[Path, BenchReport], tmp_path: Path
+) -> None:
     output, _ = quick_run
     page = tmp_path / "README.md"
-    page.write_text(f"# Intro\n\nkept\n\n{readme.BEGIN_MARKER}\nold numbers\n{readme.END_MARKER}\n\n## After\n\nalso kept\n")
+    page.write_text(
+        f"# Intro\n\nkept\n\n{readme.BEGIN_MARKER}\nold numbers\n{readme.END_MARKER}\n\n## After\n\nalso kept\n"
+    )
     text = readme.write(output, page).read_text()
     assert text.startswith("# Intro\n\nkept\n")
     assert text.rstrip().endswith("## After\n\nalso kept")

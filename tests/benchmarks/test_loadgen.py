@@ -22,10 +22,21 @@ async def _serve(handler: Handler) -> tuple[asyncio.Server, int]:
                 status, payload, chunked = await handler(await reader.readexactly(length))
                 if chunked:
                     half = len(payload) // 2
-                    body = b"".join(f"{len(p):x}\r\n".encode() + p + b"\r\n" for p in (payload[:half], payload[half:]) if p)
-                    writer.write(f"HTTP/1.1 {status} X\r\ntransfer-encoding: chunked\r\nx-inference-time: 1.5\r\n\r\n".encode() + body + b"0\r\n\r\n")
+                    body = b"".join(
+                        f"{len(p):x}\r\n".encode() + p + b"\r\n" for p in (payload[:half], payload[half:]) if p
+                    )
+                    writer.write(
+                        f"HTTP/1.1 {status} X\r\ntransfer-encoding: chunked\r\nx-inference-time: 1.5\r\n\r\n".encode()
+                        + body
+                        + b"0\r\n\r\n"
+                    )
                 else:
-                    writer.write(f"HTTP/1.1 {status} X\r\ncontent-length: {len(payload)}\r\nx-inference-time: 1.5\r\n\r\n".encode() + payload)
+                    writer.write(
+                        (
+                            f"HTTP/1.1 {status} X\r\ncontent-length: {len(payload)}\r\nx-inference-time: 1.5\r\n\r\n"
+                        ).encode()
+                        + payload
+                    )
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             writer.close()

@@ -10,14 +10,27 @@ from benchmarks.stats import summarize_latencies
 from benchmarks.suite import ConfigRun, PointRecord, config_summary, idle_added_latency_ms
 
 
-def _result(point: Point, rps: float, p99_ms: float, rejected: int = 0, captured: list[str] | None = None) -> PointResult:
+def _result(
+    point: Point, rps: float, p99_ms: float, rejected: int = 0, captured: list[str] | None = None
+) -> PointResult:
     # Latencies whose 99th percentile is p99_ms: most at a tenth of it.
     latencies = np.full(200, p99_ms / 10_000)
     latencies[-3:] = p99_ms / 1000
     return PointResult(
-        point=point, offered_rps=rps, achieved_rps=rps, sequences_per_s=rps, tokens_per_s=rps * 40,
-        n_measured=200 + rejected, n_ok=200, n_rejected=rejected, n_errors=0, n_timeouts=0,
-        latency=summarize_latencies(latencies), send_lag_p99_s=0.0, client_cpu_s=0.1, wall_s=1.0,
+        point=point,
+        offered_rps=rps,
+        achieved_rps=rps,
+        sequences_per_s=rps,
+        tokens_per_s=rps * 40,
+        n_measured=200 + rejected,
+        n_ok=200,
+        n_rejected=rejected,
+        n_errors=0,
+        n_timeouts=0,
+        latency=summarize_latencies(latencies),
+        send_lag_p99_s=0.0,
+        client_cpu_s=0.1,
+        wall_s=1.0,
         captured=captured or [],
     )
 

@@ -10,12 +10,24 @@ from benchmarks.targets import render as render_targets
 
 def test_the_median_of_each_target_decides_whether_it_is_met():
     rounds = [
-        Round(offline_sequences_per_s=140.0, served_rps_at_32=133.0, pipeline_rps_at_32=27.0,
-              targets={"served_vs_offline": 0.95, "served_vs_pipeline": 4.9, "idle_added_latency_p50_ms": 2.7}),
-        Round(offline_sequences_per_s=138.0, served_rps_at_32=110.0, pipeline_rps_at_32=None,
-              targets={"served_vs_offline": 0.80, "served_vs_pipeline": None, "idle_added_latency_p50_ms": 0.9}),
-        Round(offline_sequences_per_s=138.0, served_rps_at_32=127.0, pipeline_rps_at_32=28.0,
-              targets={"served_vs_offline": 0.92, "served_vs_pipeline": 4.5, "idle_added_latency_p50_ms": 2.8}),
+        Round(
+            offline_sequences_per_s=140.0,
+            served_rps_at_32=133.0,
+            pipeline_rps_at_32=27.0,
+            targets={"served_vs_offline": 0.95, "served_vs_pipeline": 4.9, "idle_added_latency_p50_ms": 2.7},
+        ),
+        Round(
+            offline_sequences_per_s=138.0,
+            served_rps_at_32=110.0,
+            pipeline_rps_at_32=None,
+            targets={"served_vs_offline": 0.80, "served_vs_pipeline": None, "idle_added_latency_p50_ms": 0.9},
+        ),
+        Round(
+            offline_sequences_per_s=138.0,
+            served_rps_at_32=127.0,
+            pipeline_rps_at_32=28.0,
+            targets={"served_vs_offline": 0.92, "served_vs_pipeline": 4.5, "idle_added_latency_p50_ms": 2.8},
+        ),
     ]
     median = {name: _median([r.targets[name] for r in rounds]) for name in rounds[0].targets}
     assert median == {"served_vs_offline": 0.92, "served_vs_pipeline": 4.7, "idle_added_latency_p50_ms": 2.7}

@@ -39,7 +39,7 @@ def test_single_texts_are_fixed_by_the_seed() -> None:
 def test_single_texts_spread_from_short_queries_to_long_passages() -> None:
     spec = SingleTextSpec(count=2000)
     workload = single_texts(spec)
-    words = np.array([len(text.split()) for text in workload.requests])
+    words = np.array([len(text.split()) for text in workload.requests if isinstance(text, str)])
     assert words.min() >= spec.min_words and words.max() <= spec.max_words
     assert np.median(words) == pytest.approx(spec.median_words, rel=0.2)
     assert (words <= 10).mean() > 0.1  # query-like
@@ -62,11 +62,11 @@ def test_rerank_requests_pair_one_query_with_10_to_50_passages() -> None:
     assert rerank_requests(spec).fingerprint == workload.fingerprint
 
 
-def test_token_lengths_count_special_tokens_and_respect_truncation(tiny_model_factory) -> None:  # type: ignore[no-untyped-def]
+def test_token_lengths_count_special_tokens_and_respect_truncation(tiny_model_factory) -> None:
     tokenizer = Path(tiny_model_factory("bert")) / "tokenizer.json"
     workload = single_texts(SingleTextSpec(count=300))
     lengths = token_lengths(workload, tokenizer)
-    words = np.array([len(t.split()) for t in workload.requests])
+    words = np.array([len(t.split()) for t in workload.requests if isinstance(t, str)])
     assert len(lengths) == 300
     assert (lengths >= words + 2).all(), "[CLS] and [SEP] plus at least a token per word"
     truncated = token_lengths(workload, tokenizer, max_length=64)

@@ -72,7 +72,9 @@ def test_build_default_exports_once_and_then_finds_the_artifact_up_to_date(tmp_p
     assert (artifact / BUILT_FROM_FILE).is_file()
 
     messages: list[str] = []
-    second = build_default(tiny_default_model, artifact, tiny_recipe, variants=["fp32"], progress=False, log=messages.append)
+    second = build_default(
+        tiny_default_model, artifact, tiny_recipe, variants=["fp32"], progress=False, log=messages.append
+    )
     assert not second.artifact_exported
     assert any("already holds an export of this model" in m for m in messages)
 

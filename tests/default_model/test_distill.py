@@ -70,7 +70,10 @@ def test_length_sorted_scoring_returns_each_pairs_score_in_the_given_order(tiny_
 
     model = BertForSequenceClassification.from_pretrained(tiny_default_model).eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_default_model)
-    pairs = [(CLASSIC_QUERY, d) for d in CLASSIC_DOCUMENTS] + [("Space?", "Big."), ("a b c d e f g", "h i j k l m n o p")]
+    pairs = [(CLASSIC_QUERY, d) for d in CLASSIC_DOCUMENTS] + [
+        ("Space?", "Big."),
+        ("a b c d e f g", "h i j k l m n o p"),
+    ]
     batch = tokenizer([q for q, _ in pairs], [p for _, p in pairs], padding=True, return_tensors="pt")
     with torch.no_grad():
         expected = model(**batch).logits[:, 0].numpy()

@@ -34,9 +34,7 @@ def exported(tiny_model_factory: Callable[..., Path], tiny_artifact_factory: Cal
         model_dir = tiny_model_factory(model_type)
         artifact = tiny_artifact_factory(model_type)
         model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
-        session = ort.InferenceSession(
-            str(artifact / "model.fp32.onnx"), providers=["CPUExecutionProvider"]
-        )
+        session = ort.InferenceSession(str(artifact / "model.fp32.onnx"), providers=["CPUExecutionProvider"])
         return model_dir, artifact, model, session
 
     return load
@@ -98,14 +96,12 @@ def test_different_inputs_give_clearly_different_logits(exported, model_type) ->
 
 
 @pytest.mark.parametrize("model_type", MODEL_TYPES)
-def test_written_tokenizer_encodes_singles_and_pairs_exactly_like_transformers(
-    exported, model_type
-) -> None:
+def test_written_tokenizer_encodes_singles_and_pairs_exactly_like_transformers(exported, model_type) -> None:
     model_dir, artifact, _, _ = exported(model_type)
     reference = AutoTokenizer.from_pretrained(model_dir)
     written = Tokenizer.from_file(str(artifact / "tokenizer.json"))
     unseen = "Ünïcödé café — naïve résumé!  Two  spaces, CAPITALS and 3.14 numbers?"
-    cases = [(text, None) for text in (*canned_inputs.SINGLES, unseen)]
+    cases: list[tuple[str, str | None]] = [(text, None) for text in (*canned_inputs.SINGLES, unseen)]
     cases += list(zip(canned_inputs.QUERIES, canned_inputs.PASSAGES, strict=True))
     cases += [(unseen, canned_inputs.PASSAGES[0]), (canned_inputs.QUERIES[0], unseen)]
     for first, second in cases:

@@ -170,5 +170,3 @@ def test_progress_reports_the_slow_steps(tmp_path: Path, tiny_model_factory) -> 
     text = "\n".join(messages)
     for step in ("loading", "exporting to ONNX", "fusing", "validating fp32", "tokenizer.json"):
         assert step in text
-
-

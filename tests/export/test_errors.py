@@ -143,5 +143,3 @@ def test_existing_output_dir_is_refused_without_force(capsys, tmp_path, tiny_mod
     code, err = run_export(capsys, str(tiny_model_factory("bert")), str(output))
     assert_one_line_error(code, err, "already exists", "--force")
     assert (output / "keep.txt").read_text() == "mine"
-
-

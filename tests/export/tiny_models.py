@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 import transformers
@@ -110,7 +111,7 @@ def _deberta_v2(directory: Path) -> transformers.PreTrainedTokenizerFast:
     return transformers.DebertaV2TokenizerFast(tokenizer_object=tokenizer)
 
 
-def _common(tokenizer: transformers.PreTrainedTokenizerFast) -> dict[str, object]:
+def _common(tokenizer: transformers.PreTrainedTokenizerFast) -> dict[str, Any]:
     return {
         "vocab_size": len(tokenizer),
         "initializer_range": INIT_RANGE,
@@ -140,7 +141,9 @@ def _distilbert_config(tokenizer: transformers.PreTrainedTokenizerFast) -> trans
     )
 
 
-def _roberta_config(config_class: type) -> Callable[[transformers.PreTrainedTokenizerFast], transformers.PretrainedConfig]:
+def _roberta_config(
+    config_class: type,
+) -> Callable[[transformers.PreTrainedTokenizerFast], transformers.PretrainedConfig]:
     def build(tokenizer: transformers.PreTrainedTokenizerFast) -> transformers.PretrainedConfig:
         return config_class(
             hidden_size=HIDDEN,
