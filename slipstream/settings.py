@@ -257,10 +257,8 @@ def markdown_table(
     ]
     aliases = {key: f"<br>`{alias}`" for alias, key in (env_aliases or {}).items()}
     for leaf in selected:
-        kind = leaf.type_text()
-        flag = (flags or {}).get(leaf.key, f"`{leaf.flag}`") + (
-            f" ({leaf.constraint_text()})" if leaf.constraints else ""
-        )
+        kind = leaf.type_text() + (f" ({leaf.constraint_text()})" if leaf.constraints else "")
+        flag = (flags or {}).get(leaf.key, f"`{leaf.flag}`")
         description = leaf.description.replace("|", "\\|")
         rows.append(
             f"| `{leaf.key}` | {flag}<br>`{leaf.env}`{aliases.get(leaf.key, '')} "
