@@ -168,3 +168,25 @@ class TextEncoder:
         """The token strings of one text, special tokens included (for /tokenize)."""
         tokens: list[str] = self._plain.encode(text).tokens
         return tokens
+
+    def encode_untruncated(self, texts: Sequence[str], *, add_special_tokens: bool) -> list[Encoding]:
+        """Each text's whole encoding, with offsets and the special-token mask (for TEI's /tokenize)."""
+        encodings: list[Encoding] = self._plain.encode_batch(list(texts), add_special_tokens=add_special_tokens)
+        return encodings
+
+    def decode(self, ids: Sequence[Sequence[int]], *, skip_special_tokens: bool) -> list[str]:
+        """The text of each id sequence; ids outside the vocabulary are left out."""
+        texts: list[str] = self._plain.decode_batch([list(row) for row in ids], skip_special_tokens=skip_special_tokens)
+        return texts
+
+    def cut_to_tokens(self, texts: Sequence[str], max_tokens: int) -> list[str]:
+        """Each text cut after its first `max_tokens` tokens (special tokens not counted).
+
+        Cut at a token's end in the original text, so the pair the text later joins
+        tokenizes to those same tokens.
+        """
+        encodings = self._plain.encode_batch(list(texts), add_special_tokens=False)
+        return [
+            text if len(encoding) <= max_tokens else text[: encoding.offsets[max_tokens - 1][1]]
+            for text, encoding in zip(texts, encodings, strict=True)
+        ]

@@ -63,8 +63,9 @@ def create_app(settings: ServiceSettings, *, engine_factory: EngineFactory = loa
             version=__version__,
             description=(
                 "Sequence classification and reranking from ONNX Runtime behind a length-bucketed "
-                "dynamic batcher. /classify follows Takeoff; /predict and /rerank follow "
-                'text-embeddings-inference. Errors are {"error", "error_type"}.'
+                "dynamic batcher. /classify follows Takeoff; /predict, /rerank, POST /, /tokenize and "
+                "/decode follow text-embeddings-inference; /v1/rerank and /v2/rerank follow Cohere; "
+                '/ping and /invocations follow SageMaker. Errors are {"error", "error_type"}.'
             ),
             path="/docs",
             render_plugins=[SwaggerRenderPlugin(path="/")],

@@ -71,6 +71,11 @@ async def health() -> HealthResponse:
     responses=error_specs(503),
 )
 async def ready(request: Request[Any, Any, Any]) -> ReadyResponse:
+    return readiness(request)
+
+
+def readiness(request: Request[Any, Any, Any]) -> ReadyResponse:
+    """The answer of every readiness route (/ready, SageMaker's /ping, TEI's GET /), or 503."""
     state = service_state(request)
     if not state.ready:
         reason = "shutting down" if state.shutting_down else (state.warmup_error or "warming up")
