@@ -100,8 +100,10 @@ def run_server(
         server.terminate()
 
 
-def fake_server_command(artifact: Path, port: int, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "tests.server.fake_server", str(artifact), "--port", str(port), *extra]
+def fake_server_command(artifact: Path | None, port: int, *extra: str) -> list[str]:
+    """No artifact: the groups come from `--config FILE` in `extra`."""
+    served = [] if artifact is None else [str(artifact)]
+    return [sys.executable, "-m", "tests.server.fake_server", *served, "--port", str(port), *extra]
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,6 @@ three-label classifier as `classifier`, and an API key.
 from __future__ import annotations
 
 import math
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ import httpx
 import pytest
 from tokenizers import Tokenizer
 
-from tests.server.conftest import ServerProcess, free_port, run_server
+from tests.server.conftest import ServerProcess, fake_server_command, free_port, run_server
 from tests.server.test_api import assert_error, expected
 
 API_KEY = "compat-key"
@@ -39,8 +38,7 @@ def server(
         f'[groups.classifier]\nartifact = "{fake_classifier_artifact}"\nmax_items_per_request = {MAX_ITEMS}\n'
     )
     port = free_port()
-    command = [sys.executable, "-m", "tests.server.fake_server", "--config", str(config), "--port", str(port)]
-    with run_server(command, port, directory / "log") as srv:
+    with run_server(fake_server_command(None, port, "--config", str(config)), port, directory / "log") as srv:
         yield srv
 
 
