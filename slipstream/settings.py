@@ -12,6 +12,8 @@ From those definitions this module derives, for any settings struct:
 - argparse flags (`add_flags`) and the overrides they and the environment give
   (`flag_overrides`, `env_overrides`), as nested mappings ready for
   `msgspec.convert`;
+- a struct of the same settings, each optional (`optional_settings`), so that
+  a request body can give any of them and say which it gave;
 - the Markdown reference tables of docs/serving.md (`markdown_table`).
 """
 
@@ -175,6 +177,32 @@ def leaves(struct_type: type[Settings], prefix: tuple[str, ...] = ()) -> Iterato
         yield Leaf((*prefix, name), base, default, description, constraints)
     for name, inner in nested:
         yield from leaves(inner, (*prefix, name))
+
+
+def optional_settings(
+    struct_type: type[Settings],
+    name: str,
+    *,
+    exclude: Iterable[str] = (),
+    extra: Iterable[tuple[str, Any, Any]] = (),
+) -> type[msgspec.Struct]:
+    """A struct with `struct_type`'s settings (types, constraints, descriptions), each one optional.
+
+    A field not given stays `msgspec.UNSET`, so `msgspec.to_builtins` of a decoded value holds
+    only what was given, nested settings included: ready to merge over other settings. `extra`
+    adds fields as `msgspec.defstruct` takes them; unknown fields are ignored (the caller names
+    them, all at once).
+    """
+    excluded = set(exclude)
+    fields: list[tuple[str, Any, Any]] = list(extra)
+    for field_name, annotated in _annotations(struct_type).items():
+        if field_name in excluded:
+            continue
+        inner = _nested_struct(annotated)
+        if inner is not None:
+            annotated = optional_settings(inner, name + inner.__name__)
+        fields.append((field_name, annotated | msgspec.UnsetType, msgspec.UNSET))
+    return msgspec.defstruct(name, fields, kw_only=True, module=struct_type.__module__)
 
 
 def set_path(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:

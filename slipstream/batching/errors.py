@@ -26,6 +26,13 @@ class UnknownConsumerGroup(NotFound):
     error_type = "unknown_consumer_group"
 
 
+class Conflict(ServiceError):
+    """The request is valid but clashes with what is there (a full server, a group serving other labels)."""
+
+    status = 409
+    error_type = "conflict"
+
+
 class PayloadTooLarge(ServiceError):
     status = 413
     error_type = "payload_too_large"

@@ -1,7 +1,9 @@
-"""A consumer group: one artifact's manifest, tokenizer, engine and batcher.
+"""One reader of a consumer group: one artifact's manifest, tokenizer, engine and batcher.
 
 `ModelGroup.score` is the whole path of one request below HTTP: tokenize in
-a worker thread, queue in the batcher, return logits in input order.
+a worker thread, queue in the batcher, return logits in input order. A
+consumer group of several readers (`consumer_group.ConsumerGroup`) sends each
+request to one of them.
 """
 
 from __future__ import annotations
@@ -66,18 +68,21 @@ class ModelGroup:
         tokenizer_executor: Executor,
         metrics: MetricsSink | None = None,
         inline_tokenize_chars: int = 0,
+        reader_id: str | None = None,
     ) -> None:
         self.name = name
         self.settings = settings
         self.manifest = manifest
         self.engine = engine
         self.description: EngineDescription = engine.describe()
-        self.reader_id = reader_id_for(name, manifest, self.description.variant)
+        self.reader_id = reader_id or reader_id_for(name, manifest, self.description.variant)
         self.metrics: MetricsSink = metrics or NullMetrics()
         self._tokenizer_executor = tokenizer_executor
+        # The model's maximum, or the configured max_sequence_length when lower (the engine's last edge).
+        self.max_length = settings.longest_input(manifest.max_sequence_length)
         self.encoder = TextEncoder(
             Path(settings.artifact) / manifest.tokenizer.file,
-            max_length=manifest.max_sequence_length,
+            max_length=self.max_length,
             uses_token_type_ids="token_type_ids" in engine.input_names,
             pair_truncation=manifest.tokenizer.pair_truncation,
         )

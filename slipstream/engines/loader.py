@@ -118,7 +118,7 @@ def _load_on(
         model_path = verify_variant_file(artifact_dir, variant)
     except ManifestError as exc:
         raise EngineError(str(exc)) from exc
-    buckets = _buckets_for(settings, device, manifest.max_sequence_length)
+    buckets = _buckets_for(settings, device, settings.longest_input(manifest.max_sequence_length))
     session_options, options = build_session_options(settings, device)
     input_names = list(manifest.input_names)
     runners: list[Runner]

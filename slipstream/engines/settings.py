@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from slipstream.settings import Settings, setting
+from slipstream.settings import PositiveInt, Settings, setting
 
 # Positive lengths, at least one.
 BucketEdges = Annotated[list[Annotated[int, msgspec.Meta(ge=1)]], msgspec.Meta(min_length=1)]
@@ -138,6 +138,14 @@ class EngineSettings(Settings, frozen=True):
     max_batch_size: Annotated[
         int, setting("Most items in one engine batch; TensorRT profiles are built for it.", ge=1)
     ] = 32
+    max_sequence_length: Annotated[
+        PositiveInt | None,
+        setting(
+            "Longest input in tokens, special tokens included; unset = the model's maximum (a larger value "
+            "is capped to it). Lower, it is the last bucket edge: longer inputs are truncated, or refused "
+            "with `truncate: false`."
+        ),
+    ] = None
     # ORT_ENABLE_ALL also applies fusions the exported graph may not have had.
     graph_optimization_level: Annotated[
         Literal["disable", "basic", "extended", "all"], setting("ONNX Runtime graph optimization; lower only to debug.")
@@ -150,6 +158,11 @@ class EngineSettings(Settings, frozen=True):
         super().__post_init__()
         if self.buckets is not None and sorted(set(self.buckets)) != list(self.buckets):
             raise ValueError(f"buckets must be strictly ascending, got {self.buckets}")
+
+    def longest_input(self, model_maximum: int) -> int:
+        """The model's maximum input length, or `max_sequence_length` when that is lower."""
+        configured = self.max_sequence_length
+        return model_maximum if configured is None else min(configured, model_maximum)
 
     def engine_settings(self) -> EngineSettings:
         """Just the engine's part (a group's settings are engine settings and more)."""

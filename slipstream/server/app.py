@@ -1,8 +1,10 @@
 """The Litestar app: the routes of every API family around the consumer groups.
 
-`create_app(settings)` loads every group's engine before returning (so a bad
-artifact fails at start, not on the first request); warm-up runs in the
-background after start, and /ready answers 503 until it is done.
+`create_app(settings)` loads the engine of every reader of the configuration
+before returning (so a bad artifact fails at start, not on the first request);
+warm-up runs in the background after start, and /ready answers 503 until it is
+done. The management API (`slipstream.server.management`) is a second app on
+the same state.
 """
 
 from __future__ import annotations
@@ -14,42 +16,25 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 
 from slipstream import __version__
-from slipstream.batching.group import EngineFactory, ModelGroup, load_engine_for
+from slipstream.batching.group import EngineFactory, load_engine_for
 from slipstream.server.api import ROUTES
 from slipstream.server.auth import api_key_guard
 from slipstream.server.errors import EXCEPTION_HANDLERS
 from slipstream.server.lifespan import service_lifespan
 from slipstream.server.metrics import ServiceMetrics
 from slipstream.server.middleware import RequestMetricsMiddleware
+from slipstream.server.readers import ReaderRegistry
 from slipstream.server.settings import ServiceSettings
 from slipstream.server.state import ServiceState
 
 
-def load_groups(
-    settings: ServiceSettings,
-    metrics: ServiceMetrics,
-    tokenizer_executor: ThreadPoolExecutor,
-    engine_factory: EngineFactory = load_engine_for,
-) -> dict[str, ModelGroup]:
-    return {
-        name: ModelGroup.load(
-            name,
-            group_settings,
-            tokenizer_executor=tokenizer_executor,
-            metrics=metrics.group(name),
-            engine_factory=engine_factory,
-            inline_tokenize_chars=settings.inline_tokenize_chars,
-        )
-        for name, group_settings in settings.groups.items()
-    }
-
-
 def create_app(settings: ServiceSettings, *, engine_factory: EngineFactory = load_engine_for) -> Litestar:
-    """The app with every group loaded (engines built); warm-up starts with the app."""
+    """The app with the configuration's readers loaded (engines built); warm-up starts with the app."""
     metrics = ServiceMetrics()
     tokenizer_executor = ThreadPoolExecutor(settings.tokenizer_threads, thread_name_prefix="tokenizer")
-    groups = load_groups(settings, metrics, tokenizer_executor, engine_factory)
-    state = ServiceState(settings, groups, metrics, tokenizer_executor)
+    readers = ReaderRegistry(settings, metrics, tokenizer_executor, engine_factory)
+    readers.load_configured()
+    state = ServiceState(settings, readers, metrics, tokenizer_executor)
     metrics.ready.set_function(lambda: 1.0 if state.ready else 0.0)
     app = Litestar(
         route_handlers=ROUTES,

@@ -18,7 +18,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="serve export artifacts over HTTP (Takeoff /classify, TEI /predict and /rerank)",
         description=(
             "Serve one artifact as consumer group `primary` (or --consumer-group), or several "
-            "from a TOML/YAML --config file. Every setting can also come from an environment "
+            "from a TOML/YAML --config file; add and remove models while serving through the "
+            "management API on --management-port (default: port + 1). Every setting can also come from an environment "
             "variable SLIPSTREAM_<NAME> (nested ones SLIPSTREAM_CPU__INTRA_OP_THREADS; "
             "TAKEOFF_MAX_BATCH_SIZE and TAKEOFF_BATCH_DURATION_MILLIS are accepted too). "
             "Precedence: flags > environment > config file > defaults. "
@@ -62,23 +63,25 @@ def _run_serve(args: argparse.Namespace) -> int:
             cli_service=flag_overrides(service_leaves(), args),
             cli_group=flag_overrides(group_leaves(with_artifact=False), args),
         )
-        for name, group in settings.groups.items():
-            if Path(group.artifact) == DEFAULT_ARTIFACT_DIR and not Path(group.artifact).exists():
-                raise ConfigError(
-                    f"group {name!r}: the default model artifact {group.artifact} does not exist yet; "
-                    "build it with `make serve` (or `slipstream build-default`), or name an artifact: "
-                    "`slipstream serve ARTIFACT_DIR`"
-                )
-            load_manifest(group.artifact)  # a clear error now rather than a traceback later
+        for name, readers in settings.readers_by_group().items():
+            for reader in readers:
+                if Path(reader.artifact) == DEFAULT_ARTIFACT_DIR and not Path(reader.artifact).exists():
+                    raise ConfigError(
+                        f"group {name!r}: the default model artifact {reader.artifact} does not exist yet; "
+                        "build it with `make serve` (or `slipstream build-default`), or name an artifact: "
+                        "`slipstream serve ARTIFACT_DIR`"
+                    )
+                load_manifest(reader.artifact)  # a clear error now rather than a traceback later
     except (ConfigError, ManifestError) as exc:
         print(f"slipstream serve: {exc}", file=sys.stderr)
         return 2
 
     from slipstream.engines.base import EngineError
+    from slipstream.server.readers_file import ReadersFileError
     from slipstream.server.run import serve
 
     try:
         return serve(settings)
-    except (ConfigError, ManifestError, EngineError) as exc:
+    except (ConfigError, ManifestError, EngineError, ReadersFileError) as exc:
         print(f"slipstream serve: {exc}", file=sys.stderr)
         return 2

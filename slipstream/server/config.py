@@ -39,9 +39,13 @@ class ConfigError(ValueError):
     """The configuration is invalid; the message says which setting and why."""
 
 
+# Tables of group settings inside the service's settings: set per group, or in the config file.
+_GROUP_TABLES = ("groups", "reader_defaults")
+
+
 def service_leaves() -> list[Leaf]:
-    """Settings of the service itself (the groups are set per group)."""
-    return [leaf for leaf in leaves(ServiceSettings) if leaf.path != ("groups",)]
+    """Settings of the service itself (the groups, and the management API's reader defaults, are group settings)."""
+    return [leaf for leaf in leaves(ServiceSettings) if leaf.path[0] not in _GROUP_TABLES]
 
 
 def group_leaves(*, with_artifact: bool = True) -> list[Leaf]:
@@ -114,18 +118,43 @@ def build_settings(
 
     env_service, env_group = overrides_from_env(environ)
     artifact = artifact or environ.get(ARTIFACT_ENV)
-    if artifact is not None:
-        groups.setdefault(consumer_group, {})["artifact"] = artifact
+    if artifact is not None:  # like a flag, it wins over the file, each reader's table included
+        table = groups.setdefault(consumer_group, {})
+        table["artifact"] = artifact
+        for reader in table.get("readers") or []:
+            if isinstance(reader, dict):
+                reader["artifact"] = artifact
     if not groups:
         groups[consumer_group] = {}
 
     service = deep_merge(deep_merge(service, env_service), _given(cli_service or {}))
     every_group = deep_merge(env_group, _given(cli_group or {}))
-    service["groups"] = {name: deep_merge(values, every_group) for name, values in groups.items()}
+    service["groups"] = {name: _with_overrides(values, every_group) for name, values in groups.items()}
+    service["reader_defaults"] = deep_merge(service.get("reader_defaults") or {}, every_group)
     try:
-        return msgspec.convert(service, ServiceSettings, strict=False)
+        settings = msgspec.convert(service, ServiceSettings, strict=False)
     except (msgspec.ValidationError, ValueError) as exc:
         raise ConfigError(f"invalid configuration: {exc}") from None
+    readers = 0
+    for name, group in settings.groups.items():
+        try:
+            readers += len(group.reader_settings())
+        except (msgspec.ValidationError, ValueError) as exc:
+            raise ConfigError(f"invalid configuration: groups.{name}.readers: {exc}") from None
+    if readers > settings.max_readers:
+        raise ConfigError(
+            f"the configuration defines {readers} readers, more than max_readers ({settings.max_readers})"
+        )
+    return settings
+
+
+def _with_overrides(group: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """A group's table with flag and environment overrides applied, to each of its readers' tables too."""
+    merged = deep_merge(group, overrides)
+    readers = group.get("readers")
+    if isinstance(readers, list):
+        merged["readers"] = [deep_merge(dict(r), overrides) if isinstance(r, Mapping) else r for r in readers]
+    return merged
 
 
 def _given(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -136,9 +165,11 @@ def _given(values: Mapping[str, Any]) -> dict[str, Any]:
 def settings_as_toml_like(settings: ServiceSettings) -> str:
     """The effective configuration as printed at start, in config-file form (the API key masked)."""
     data = msgspec.to_builtins(settings)
-    if data.get("api_key"):
-        data["api_key"] = "***"
+    for secret in ("api_key", "management_api_key"):
+        if data.get(secret):
+            data[secret] = "***"
     groups = data.pop("groups")
+    reader_defaults = data.pop("reader_defaults")
 
     def table(name: str, values: dict[str, Any]) -> list[str]:
         plain = [
@@ -153,5 +184,9 @@ def settings_as_toml_like(settings: ServiceSettings) -> str:
 
     lines = table("", data)
     for name, group in groups.items():
+        if not group["readers"]:
+            del group["readers"]
         lines.extend(table(f"groups.{name}", group))
+    if settings.management_listen_port is not None:
+        lines.extend(table("reader_defaults", reader_defaults))
     return "\n".join(lines)

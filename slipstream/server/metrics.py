@@ -1,6 +1,12 @@
-"""Prometheus metrics, in a registry of the app's own (several apps may share a process)."""
+"""Prometheus metrics, in a registry of the app's own (several apps may share a process).
+
+What a reader's batcher and engine report carries `group` and `reader` labels; a reader's
+series go when the reader is removed.
+"""
 
 from __future__ import annotations
+
+import contextlib
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -43,95 +49,106 @@ class ServiceMetrics:
         self.queue_wait = Histogram(
             "slipstream_queue_wait_seconds",
             "Time from queueing to the first batch that ran the request",
-            ["group"],
+            ["group", "reader"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
         self.tokenization = Histogram(
             "slipstream_tokenization_seconds",
             "Tokenization time per request",
-            ["group"],
+            ["group", "reader"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
         self.inference = Histogram(
             "slipstream_inference_seconds",
             "Engine time per batch (padding included)",
-            ["group", "bucket"],
+            ["group", "reader", "bucket"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
         self.batch_size = Histogram(
             "slipstream_batch_size",
             "Items per engine batch",
-            ["group", "bucket"],
+            ["group", "reader", "bucket"],
             buckets=BATCH_SIZE_BUCKETS,
             registry=r,
         )
         self.batch_padded_tokens = Histogram(
             "slipstream_batch_padded_tokens",
             "Padded tokens (items x bucket length) per batch",
-            ["group", "bucket"],
+            ["group", "reader", "bucket"],
             buckets=TOKEN_BUCKETS,
             registry=r,
         )
         self.real_tokens = Counter(
-            "slipstream_real_tokens", "Real (unpadded) tokens run by the engine", ["group"], registry=r
+            "slipstream_real_tokens", "Real (unpadded) tokens run by the engine", ["group", "reader"], registry=r
         )
         self.padded_tokens = Counter(
-            "slipstream_padded_tokens", "Padded tokens run by the engine", ["group"], registry=r
+            "slipstream_padded_tokens", "Padded tokens run by the engine", ["group", "reader"], registry=r
         )
         self.padding_efficiency = Gauge(
-            "slipstream_padding_efficiency", "Real tokens / padded tokens since start", ["group"], registry=r
+            "slipstream_padding_efficiency", "Real tokens / padded tokens since start", ["group", "reader"], registry=r
         )
         self.items_computed = Counter(
-            "slipstream_items_computed", "Items (texts or pairs) run by the engine", ["group"], registry=r
+            "slipstream_items_computed", "Items (texts or pairs) run by the engine", ["group", "reader"], registry=r
         )
-        self.queue_items = Gauge("slipstream_queue_items", "Items queued", ["group"], registry=r)
-        self.queue_tokens = Gauge("slipstream_queue_tokens", "Tokens queued", ["group"], registry=r)
+        self.queue_items = Gauge("slipstream_queue_items", "Items queued", ["group", "reader"], registry=r)
+        self.queue_tokens = Gauge("slipstream_queue_tokens", "Tokens queued", ["group", "reader"], registry=r)
         self.rejections = Counter(
-            "slipstream_rejections", "Requests refused at admission, by reason", ["group", "reason"], registry=r
+            "slipstream_rejections",
+            "Requests refused at admission, by reason",
+            ["group", "reader", "reason"],
+            registry=r,
         )
         self.drops = Counter(
             "slipstream_dropped_items",
             "Queued items dropped before the engine, by reason",
-            ["group", "reason"],
+            ["group", "reader", "reason"],
             registry=r,
         )
         self.engine_failures = Counter(
-            "slipstream_engine_failures", "Batches the engine failed on", ["group"], registry=r
+            "slipstream_engine_failures", "Batches the engine failed on", ["group", "reader"], registry=r
         )
-        self.ready = Gauge("slipstream_ready", "1 when every group has warmed up", registry=r)
+        self.ready = Gauge(
+            "slipstream_ready", "1 when every reader from the start-up configuration has warmed up", registry=r
+        )
+        self.reader_ready = Gauge(
+            "slipstream_reader_ready", "1 when the reader takes requests", ["group", "reader"], registry=r
+        )
 
-    def group(self, name: str) -> GroupMetrics:
-        return GroupMetrics(self, name)
+    def reader(self, group: str, reader_id: str) -> GroupMetrics:
+        return GroupMetrics(self, group, reader_id)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
 
 class GroupMetrics:
-    """The core's metrics sink (`slipstream.batching.metrics.MetricsSink`) for one consumer group."""
+    """The core's metrics sink (`slipstream.batching.metrics.MetricsSink`) for one reader of a consumer group."""
 
-    def __init__(self, metrics: ServiceMetrics, group: str) -> None:
+    def __init__(self, metrics: ServiceMetrics, group: str, reader_id: str) -> None:
         self._m = metrics
-        self._group = group
-        self._queue_wait = metrics.queue_wait.labels(group)
-        self._queue_items = metrics.queue_items.labels(group)
-        self._queue_tokens = metrics.queue_tokens.labels(group)
-        self._real = metrics.real_tokens.labels(group)
-        self._padded = metrics.padded_tokens.labels(group)
-        self._efficiency = metrics.padding_efficiency.labels(group)
-        self._computed = metrics.items_computed.labels(group)
-        self._tokenization = metrics.tokenization.labels(group)
+        self._labels = (group, reader_id)
+        labels = self._labels
+        self._queue_wait = metrics.queue_wait.labels(*labels)
+        self._queue_items = metrics.queue_items.labels(*labels)
+        self._queue_tokens = metrics.queue_tokens.labels(*labels)
+        self._real = metrics.real_tokens.labels(*labels)
+        self._padded = metrics.padded_tokens.labels(*labels)
+        self._efficiency = metrics.padding_efficiency.labels(*labels)
+        self._computed = metrics.items_computed.labels(*labels)
+        self._tokenization = metrics.tokenization.labels(*labels)
+        self._engine_failures = metrics.engine_failures.labels(*labels)
         self._real_total = 0
         self._padded_total = 0
         self._per_bucket: dict[int, tuple[Histogram, Histogram, Histogram]] = {}
+        self._reasons: set[tuple[Counter, str]] = set()
 
     def batch_ran(self, edge: int, items: int, real_tokens: int, padded_length: int, seconds: float) -> None:
         children = self._per_bucket.get(edge)
         if children is None:
-            labels = (self._group, str(edge))
+            labels = (*self._labels, str(edge))
             children = self._per_bucket[edge] = (
                 self._m.inference.labels(*labels),
                 self._m.batch_size.labels(*labels),
@@ -160,10 +177,40 @@ class GroupMetrics:
         self._queue_tokens.set(tokens)
 
     def dropped(self, reason: str, items: int) -> None:
-        self._m.drops.labels(self._group, reason).inc(items)
+        self._by_reason(self._m.drops, reason).inc(items)
 
     def rejected(self, reason: str) -> None:
-        self._m.rejections.labels(self._group, reason).inc()
+        self._by_reason(self._m.rejections, reason).inc()
 
     def engine_failed(self) -> None:
-        self._m.engine_failures.labels(self._group).inc()
+        self._engine_failures.inc()
+
+    def _by_reason(self, counter: Counter, reason: str) -> Counter:
+        self._reasons.add((counter, reason))
+        return counter.labels(*self._labels, reason)
+
+    def forget(self) -> None:
+        """Remove every series of this reader (it is gone; its labels must not grow without bound)."""
+        m = self._m
+        for metric in (
+            m.queue_wait,
+            m.queue_items,
+            m.queue_tokens,
+            m.real_tokens,
+            m.padded_tokens,
+            m.padding_efficiency,
+            m.items_computed,
+            m.tokenization,
+            m.engine_failures,
+        ):
+            _remove(metric, self._labels)
+        for edge in self._per_bucket:
+            for metric in (m.inference, m.batch_size, m.batch_padded_tokens):
+                _remove(metric, (*self._labels, str(edge)))
+        for counter, reason in self._reasons:
+            _remove(counter, (*self._labels, reason))
+
+
+def _remove(metric: Counter | Gauge | Histogram, labels: tuple[str, ...]) -> None:
+    with contextlib.suppress(KeyError):  # never observed
+        metric.remove(*labels)

@@ -1,20 +1,30 @@
-"""Run the app on uvicorn, with a graceful SIGTERM: stop admitting, drain, exit."""
+"""Run the app on uvicorn, with a graceful SIGTERM: stop admitting, drain, exit.
+
+Two listeners share one process and event loop: the inference app on `port`
+and the management app on `management_port` (unless that is 0). Both are
+configured by `_listener_config`, so a connection limit applies to both.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import logging
 import os
 import signal
 import sys
+from collections.abc import Callable, Generator
+from contextlib import contextmanager
 from types import FrameType
 
 import uvicorn
-from uvicorn.config import HTTPProtocolType, LoopFactoryType
+from litestar import Litestar
+from uvicorn.config import HTTPProtocolType
 
 from slipstream.batching.group import EngineFactory, load_engine_for
 from slipstream.server.app import create_app
 from slipstream.server.config import settings_as_toml_like
+from slipstream.server.management.app import create_management_app
 from slipstream.server.settings import ServiceSettings
 from slipstream.server.state import ServiceState
 
@@ -26,12 +36,14 @@ class GracefulServer(uvicorn.Server):
 
     uvicorn then stops listening, waits for in-flight requests (the batcher
     keeps running them) up to `timeout_graceful_shutdown`, and runs the app's
-    shutdown, which drains what is left. The process exits 0.
+    shutdown, which drains what is left. The process exits 0. The listeners in
+    `followers` (the management API) stop with it.
     """
 
-    def __init__(self, config: uvicorn.Config, state: ServiceState) -> None:
+    def __init__(self, config: uvicorn.Config, state: ServiceState, followers: list[uvicorn.Server]) -> None:
         super().__init__(config)
         self._service_state = state
+        self._followers = followers
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self._service_state.begin_shutdown()
@@ -39,16 +51,90 @@ class GracefulServer(uvicorn.Server):
             self.force_exit = True
         else:
             self.should_exit = True
+        for follower in self._followers:
+            follower.handle_exit(sig, frame)
 
 
-def _event_loop() -> LoopFactoryType:
+class FollowerServer(uvicorn.Server):
+    """A second listener on the same loop: the leader (`GracefulServer`) takes the signals."""
+
+    @contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True
+        self.should_exit = True
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     """uvloop when installed (`uvicorn[standard]`): a cheaper event loop."""
-    return "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    if importlib.util.find_spec("uvloop") is None:
+        return None
+    import uvloop
+
+    return uvloop.new_event_loop
 
 
 def _http_parser() -> HTTPProtocolType:
     """httptools when installed: a cheaper HTTP parser than h11."""
     return "httptools" if importlib.util.find_spec("httptools") else "h11"
+
+
+def _listener_config(
+    app: Litestar, settings: ServiceSettings, host: str, port: int, *, lifespan: bool
+) -> uvicorn.Config:
+    """One listener's uvicorn configuration: what applies to every listener is set here."""
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=settings.log_level,
+        access_log=settings.access_log,
+        timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout_s)),
+        lifespan="on" if lifespan else "off",
+        server_header=False,
+        http=_http_parser(),
+    )
+
+
+async def _serve_together(leader: GracefulServer, followers: list[uvicorn.Server]) -> None:
+    """The leader first (its lifespan starts the readers), then the followers; all stop together."""
+    leading = asyncio.ensure_future(leader.serve())
+    while not leader.started and not leading.done():
+        await asyncio.sleep(0.05)
+    following = [asyncio.ensure_future(follower.serve()) for follower in followers] if leader.started else []
+    await leading
+    for follower in followers:
+        follower.should_exit = True
+    await asyncio.gather(*following)
+
+
+def _log_readers(state: ServiceState) -> None:
+    for reader in state.readers.by_id.values():
+        model = reader.model
+        if model is None:
+            log.info(
+                "reader %s of group %s: %s, %s",
+                reader.reader_id,
+                reader.consumer_group,
+                reader.model_name,
+                reader.state,
+            )
+            continue
+        d = model.description
+        log.info(
+            "group %s: %s on %s (%s), variant %s, buckets %s, max batch %d, reader_id %s",
+            model.name,
+            model.manifest.source.model,
+            d.device,
+            ",".join(d.providers),
+            d.variant,
+            model.edges,
+            model.max_batch_size,
+            model.reader_id,
+        )
 
 
 def serve(settings: ServiceSettings, *, engine_factory: EngineFactory = load_engine_for) -> int:
@@ -62,32 +148,27 @@ def serve(settings: ServiceSettings, *, engine_factory: EngineFactory = load_eng
     print("slipstream serve: effective configuration\n" + settings_as_toml_like(settings), file=sys.stderr, flush=True)
     app = create_app(settings, engine_factory=engine_factory)
     state: ServiceState = app.state.service
-    for group in state.groups.values():
-        d = group.description
-        log.info(
-            "group %s: %s on %s (%s), variant %s, buckets %s, max batch %d, reader_id %s",
-            group.name,
-            group.manifest.source.model,
-            d.device,
-            ",".join(d.providers),
-            d.variant,
-            group.edges,
-            group.max_batch_size,
-            group.reader_id,
+    _log_readers(state)
+    followers: list[uvicorn.Server] = []
+    management_port = settings.management_listen_port
+    management_host = settings.management_host or settings.host
+    if management_port is not None:
+        management = create_management_app(state)
+        followers.append(
+            FollowerServer(_listener_config(management, settings, management_host, management_port, lifespan=False))
         )
-    loop, http = _event_loop(), _http_parser()
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        access_log=settings.access_log,
-        timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout_s)),
-        lifespan="on",
-        server_header=False,
-        loop=loop,
-        http=http,
+    leader = GracefulServer(
+        _listener_config(app, settings, settings.host, settings.port, lifespan=True), state, followers
     )
-    log.info("listening on http://%s:%d (loop %s, http %s)", settings.host, settings.port, loop, http)
-    GracefulServer(config, state).run()
+    loop_factory = _loop_factory()
+    log.info(
+        "listening on http://%s:%d%s (loop %s, http %s)",
+        settings.host,
+        settings.port,
+        f", management API on http://{management_host}:{management_port}" if management_port is not None else "",
+        "uvloop" if loop_factory else "asyncio",
+        leader.config.http,
+    )
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(_serve_together(leader, followers))
     return 0

@@ -10,7 +10,7 @@ from slipstream.server.metrics import ServiceMetrics
 
 def test_the_difference_covers_only_what_happened_between_scrapes() -> None:
     metrics = ServiceMetrics()
-    group = metrics.group("primary")
+    group = metrics.reader("primary", "primary-reader")
     group.batch_ran(edge=64, items=8, real_tokens=300, padded_length=64, seconds=0.010)  # before the point
     before = server_metrics.parse(metrics.render().decode())
 

@@ -28,6 +28,20 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_port_pair() -> int:
+    """A free port whose next port is free too: the inference port, and the management API's default."""
+    while True:
+        port = free_port()
+        if port >= 65535:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+
+
 @dataclass
 class ServerProcess:
     url: str
@@ -78,7 +92,9 @@ def run_server(
             cwd=REPO_ROOT,
             stdout=log_file,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
+            # The management API's default port (port + 1) was never checked to be free: tests that
+            # want it pass a free one (`free_port_pair`), the others run without it.
+            env={**os.environ, "SLIPSTREAM_MANAGEMENT_PORT": "0", **(env or {})},
         )
     server = ServerProcess(f"http://127.0.0.1:{port}", port, process, log_path)
     try:

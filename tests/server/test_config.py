@@ -16,7 +16,7 @@ def test_defaults_serve_the_default_artifact_as_primary_on_port_3000():
     assert settings.port == 3000
     assert list(settings.groups) == ["primary"]
     assert settings.groups["primary"].artifact == str(DEFAULT_ARTIFACT_DIR)
-    assert settings.groups["primary"] == GroupSettings()
+    assert settings.readers_by_group() == {"primary": [GroupSettings()]}
 
 
 def test_an_artifact_argument_names_the_primary_group():

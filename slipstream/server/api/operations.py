@@ -9,6 +9,7 @@ from litestar import Request, Response, get
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from slipstream import __version__
+from slipstream.batching.consumer_group import ConsumerGroup
 from slipstream.batching.errors import Unavailable
 from slipstream.batching.group import ModelGroup
 from slipstream.server.errors import error_specs
@@ -35,8 +36,7 @@ class BatchingInfo(msgspec.Struct, kw_only=True):
     truncate: bool
 
 
-class GroupInfo(msgspec.Struct, kw_only=True):
-    consumer_group: str
+class ReaderDetails(msgspec.Struct, kw_only=True):
     reader_id: str
     model: str
     architecture: str
@@ -54,6 +54,13 @@ class GroupInfo(msgspec.Struct, kw_only=True):
     versions: dict[str, str]
 
 
+class GroupInfo(ReaderDetails, kw_only=True):
+    """A consumer group: its first reader's details (as before groups had several), and every reader's."""
+
+    consumer_group: str
+    readers: list[ReaderDetails]
+
+
 class InfoResponse(msgspec.Struct, kw_only=True):
     version: str
     groups: dict[str, GroupInfo]
@@ -66,7 +73,7 @@ async def health() -> HealthResponse:
 
 @get(
     "/ready",
-    summary="Ready: every group warmed up every bucket (503 until then)",
+    summary="Ready: every reader there was at start warmed up every bucket (503 until then)",
     opt={"public": True},
     responses=error_specs(503),
 )
@@ -78,46 +85,56 @@ def readiness(request: Request[Any, Any, Any]) -> ReadyResponse:
     """The answer of every readiness route (/ready, SageMaker's /ping, TEI's GET /), or 503."""
     state = service_state(request)
     if not state.ready:
-        reason = "shutting down" if state.shutting_down else (state.warmup_error or "warming up")
+        reason = "shutting down" if state.shutting_down else (state.readers.start_problem() or "warming up")
         raise Unavailable(f"not ready: {reason}")
-    return ReadyResponse(ready=True, groups={name: group.ready for name, group in state.groups.items()})
+    groups = state.groups
+    return ReadyResponse(
+        ready=True,
+        groups={name: bool(name in groups and groups[name].serving()) for name in state.readers.group_names()},
+    )
 
 
-def group_info(group: ModelGroup) -> GroupInfo:
-    manifest, description, settings = group.manifest, group.description, group.settings
-    return GroupInfo(
-        consumer_group=group.name,
-        reader_id=group.reader_id,
+def reader_details(reader: ModelGroup) -> ReaderDetails:
+    manifest, description, settings = reader.manifest, reader.description, reader.settings
+    return ReaderDetails(
+        reader_id=reader.reader_id,
         model=manifest.source.model,
         architecture=manifest.architecture,
         labels=manifest.labels,
         num_labels=manifest.num_labels,
         problem_type=manifest.problem_type,
         activation=manifest.activation,
-        max_sequence_length=manifest.max_sequence_length,
+        max_sequence_length=reader.max_length,
         variant=description.variant,
         device=description.device,
         providers=description.providers,
         engine_options=description.options,
         batching=BatchingInfo(
-            buckets=group.edges,
-            max_batch_size=group.max_batch_size,
+            buckets=reader.edges,
+            max_batch_size=reader.max_batch_size,
             max_batch_tokens=settings.max_batch_tokens,
             batch_duration_millis=settings.batch_duration_millis,
             max_queue_tokens=settings.max_queue_tokens,
             max_items_per_request=settings.max_items_per_request,
-            pad_to=group.pad_to,
+            pad_to=reader.pad_to,
             truncate=settings.truncate,
         ),
-        ready=group.ready,
+        ready=reader.ready and not reader.batcher.closing,
         versions={"slipstream": __version__, **manifest.versions},
     )
 
 
-@get("/info", summary="Models, labels, devices and batching per consumer group")
+def group_info(group: ConsumerGroup) -> GroupInfo:
+    readers = [reader_details(reader) for reader in group.readers]
+    return GroupInfo(**msgspec.structs.asdict(readers[0]), consumer_group=group.name, readers=readers)
+
+
+@get("/info", summary="Models, labels, devices and batching per consumer group and reader")
 async def info(request: Request[Any, Any, Any]) -> InfoResponse:
+    """Every consumer group with a loaded reader; readers still exporting or loading, and failed ones,
+    are listed by the management API."""
     groups = service_state(request).groups
-    return InfoResponse(version=__version__, groups={name: group_info(g) for name, g in groups.items()})
+    return InfoResponse(version=__version__, groups={name: group_info(g) for name, g in groups.items() if g.readers})
 
 
 @get("/metrics", summary="Prometheus metrics", media_type=CONTENT_TYPE_LATEST)

@@ -9,7 +9,7 @@ import msgspec
 from litestar import Request, Response, post
 from msgspec import Meta
 
-from slipstream.batching.errors import InvalidInput, NotFound
+from slipstream.batching.errors import InvalidInput
 from slipstream.defaults import DEFAULT_CONSUMER_GROUP
 from slipstream.server.disconnect import run_unless_disconnected
 from slipstream.server.errors import INFERENCE_ERRORS, error_specs
@@ -85,16 +85,14 @@ async def classify(request: Request[Any, Any, Any], data: ClassifyRequest) -> Re
     "/tokenize/{reader_id:str}",
     status_code=200,
     summary="Tokenize a text (Takeoff)",
-    responses=error_specs(400, 401, 404, 413, 422),
+    responses=error_specs(400, 401, 404, 413, 422, 503),
 )
 async def tokenize(request: Request[Any, Any, Any], reader_id: str, data: TokenizeRequest) -> TokenizeResponse:
     """The model's tokens for `text`, special tokens included; reader ids are listed in /info."""
     state = service_state(request)
-    group = state.readers.get(reader_id)
-    if group is None:
-        raise NotFound(f"unknown reader_id {reader_id!r}; this server has {sorted(state.readers)}")
+    reader = state.reader_model(reader_id)
     loop = asyncio.get_running_loop()
-    tokens = await loop.run_in_executor(state.tokenizer_executor, group.tokens, data.text)
+    tokens = await loop.run_in_executor(state.tokenizer_executor, reader.tokens, data.text)
     return TokenizeResponse(tokens=tokens, tokens_count=len(tokens))
 
 
