@@ -98,9 +98,13 @@ class ConsumerGroup:
         try:
             return await self._score_on(reader, items, truncate, direction, timeout_s)
         except Unavailable:
-            others = [other for other in self.serving() if other is not reader]
-            if not reader.batcher.closing or not others:
+            if not reader.batcher.closing:
                 raise
+            if not any(other is not reader for other in self.serving()):
+                raise Unavailable(
+                    f"consumer group {self.name!r}: reader {reader.reader_id} is being removed (or the service "
+                    "is shutting down) and could not run this request"
+                ) from None
         return await self._score_on(self.choose(), items, truncate, direction, timeout_s)
 
     async def _score_on(

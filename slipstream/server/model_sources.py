@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import json
 import logging
 import os
 import re
@@ -68,6 +69,7 @@ def resolve_model(model_name: str) -> ModelSource:
                 raise InvalidInput(f"model_name: {exc}") from None
             return ModelSource("artifact", str(path.resolve()), manifest)
         if (path / "config.json").is_file():
+            _check_head(path / "config.json", model_name)
             return _exportable(ModelSource("model_directory", str(path.resolve())), model_name)
         raise InvalidInput(
             f"model_name: {model_name} is neither a Slipstream artifact (no {MANIFEST_FILE}) nor a "
@@ -78,6 +80,23 @@ def resolve_model(model_name: str) -> ModelSource:
     if path.is_absolute() or model_name.startswith((".", "~")) or not _HUB_ID.match(model_name):
         raise InvalidInput(f"model_name: no such directory {model_name}, and it is not a Hugging Face model id")
     return _exportable(ModelSource("hub", model_name), model_name)
+
+
+def _check_head(config_file: Path, model_name: str) -> None:
+    """Refuse at once what its export would refuse after a slow start: a model without a trained head."""
+    try:
+        config = json.loads(config_file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidInput(f"model_name: {config_file} is not valid JSON ({exc})") from None
+    architectures = config.get("architectures") if isinstance(config, dict) else None
+    has_head = isinstance(architectures, list) and any(
+        str(name).endswith("ForSequenceClassification") for name in architectures
+    )
+    if architectures and not has_head:  # no list: the export decides
+        raise InvalidInput(
+            f"model_name: {model_name} has no sequence-classification head (architectures: {architectures}); "
+            "train one, or export it with `slipstream export --num-labels N` for a new, random head"
+        )
 
 
 def _exportable(source: ModelSource, model_name: str) -> ModelSource:

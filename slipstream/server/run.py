@@ -100,15 +100,18 @@ def _listener_config(
 
 
 async def _serve_together(leader: GracefulServer, followers: list[uvicorn.Server]) -> None:
-    """The leader first (its lifespan starts the readers), then the followers; all stop together."""
-    leading = asyncio.ensure_future(leader.serve())
-    while not leader.started and not leading.done():
-        await asyncio.sleep(0.05)
-    following = [asyncio.ensure_future(follower.serve()) for follower in followers] if leader.started else []
-    await leading
-    for follower in followers:
-        follower.should_exit = True
-    await asyncio.gather(*following)
+    """The followers first (a port in use fails the start before the service reports ready), then
+    the leader, whose lifespan starts the readers; the followers stop with it."""
+    following = [asyncio.ensure_future(follower.serve()) for follower in followers]
+    for follower, task in zip(followers, following, strict=True):
+        while not follower.started and not task.done():
+            await asyncio.sleep(0.01)
+    try:
+        await leader.serve()
+    finally:
+        for follower in followers:
+            follower.should_exit = True
+        await asyncio.gather(*following)
 
 
 def _log_readers(state: ServiceState) -> None:

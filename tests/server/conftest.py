@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import httpx
 import pytest
@@ -85,17 +86,17 @@ def run_server(
     wait_ready: bool = True,
     env: dict[str, str] | None = None,
     timeout_s: float = 90,
+    management: int | Literal["off", "default"] = "off",
 ) -> Iterator[ServerProcess]:
+    """`management`: the management API's port; "default" leaves it to the server (port + 1), "off"
+    (the default here, since nobody checked that port + 1 is free) turns it off."""
+    environment = {**os.environ, **(env or {})}
+    if management == "default":
+        environment.pop("SLIPSTREAM_MANAGEMENT_PORT", None)
+    else:
+        environment["SLIPSTREAM_MANAGEMENT_PORT"] = "0" if management == "off" else str(management)
     with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(
-            command,
-            cwd=REPO_ROOT,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            # The management API's default port (port + 1) was never checked to be free: tests that
-            # want it pass a free one (`free_port_pair`), the others run without it.
-            env={**os.environ, "SLIPSTREAM_MANAGEMENT_PORT": "0", **(env or {})},
-        )
+        process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=log_file, stderr=subprocess.STDOUT, env=environment)
     server = ServerProcess(f"http://127.0.0.1:{port}", port, process, log_path)
     try:
         deadline = time.monotonic() + timeout_s
