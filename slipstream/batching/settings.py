@@ -43,8 +43,8 @@ class GroupSettings(EngineSettings, frozen=True):
     max_queue_tokens: Annotated[
         int,
         setting(
-            "Backpressure: most tokens queued for this group; past it requests get 429. The default holds "
-            "one largest request (256 items x 512 tokens).",
+            "Backpressure: most tokens queued for one reader of this group; past it requests get 429. The "
+            "default holds one largest request (256 items x 512 tokens).",
             ge=1,
         ),
     ] = 131_072

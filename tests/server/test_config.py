@@ -149,3 +149,52 @@ def test_the_settings_reference_in_the_docs_is_generated_from_the_definitions():
     assert spliced(document) == document, "run `python -m slipstream.server.settings_reference`"
     for leaf in [*service_leaves(), *group_leaves()]:
         assert f"`{leaf.key}`" in document and leaf.env in document
+
+
+def test_a_group_in_the_config_file_may_list_several_readers(tmp_path: Path):
+    config = tmp_path / "c.toml"
+    config.write_text(
+        '[groups.primary]\nartifact = "/a"\nmax_batch_size = 8\n'
+        '[[groups.primary.readers]]\ndevice = "cuda"\ncuda.device_id = 0\n'
+        '[[groups.primary.readers]]\ndevice = "cuda"\ncuda.device_id = 1\n'
+        '[[groups.primary.readers]]\ndevice = "cpu"\nartifact = "/a-int8"\n'
+        '[groups.other]\nartifact = "/b"\n'
+    )
+    readers = build_settings(config_file=config, cli_group={"batch_duration_millis": "3"}, environ={})
+    primary = readers.readers_by_group()["primary"]
+    assert [(r.device, r.cuda.device_id, r.artifact) for r in primary] == [
+        ("cuda", 0, "/a"),
+        ("cuda", 1, "/a"),
+        ("cpu", 0, "/a-int8"),
+    ]
+    assert {r.max_batch_size for r in primary} == {8}  # the group's settings are every reader's
+    assert {r.batch_duration_millis for r in primary} == {3.0}  # flags apply to every reader
+    assert [r.artifact for r in readers.readers_by_group()["other"]] == ["/b"]
+
+
+def test_a_readers_table_is_checked_like_a_groups(tmp_path: Path):
+    config = tmp_path / "c.toml"
+    config.write_text('[groups.primary]\nartifact = "/a"\n[[groups.primary.readers]]\nmax_batch = 3\n')
+    with pytest.raises(ConfigError, match=r"groups\.primary\.readers.*max_batch"):
+        build_settings(config_file=config, environ={})
+    config.write_text('[groups.primary]\nartifact = "/a"\n' + '[[groups.primary.readers]]\ndevice = "cpu"\n' * 3)
+    with pytest.raises(ConfigError, match="max_readers"):
+        build_settings(config_file=config, cli_service={"max_readers": "2"}, environ={})
+
+
+def test_the_management_api_listens_on_the_next_port_unless_told_otherwise():
+    assert build_settings(environ={}).management_listen_port == 3001
+    assert build_settings(cli_service={"port": "8080"}, environ={}).management_listen_port == 8081
+    assert build_settings(environ={"SLIPSTREAM_MANAGEMENT_PORT": "9000"}).management_listen_port == 9000
+    assert build_settings(cli_service={"management_port": "0"}, environ={}).management_listen_port is None
+    keys = build_settings(cli_service={"api_key": "inference-secret", "management_api_key": "mgmt-secret"}, environ={})
+    assert keys.management_key == "mgmt-secret"
+    assert "secret" not in settings_as_toml_like(keys)
+
+
+def test_readers_added_through_the_api_start_from_the_group_flags_and_the_reader_defaults_table(tmp_path: Path):
+    config = tmp_path / "c.toml"
+    config.write_text("[reader_defaults]\nmax_batch_size = 4\n[reader_defaults.cpu]\nparallel_runs = 1\n")
+    settings = build_settings(config_file=config, cli_group={"device": "cpu"}, environ={})
+    defaults = settings.reader_defaults
+    assert (defaults.max_batch_size, defaults.cpu.parallel_runs, defaults.device) == (4, 1, "cpu")

@@ -338,6 +338,7 @@ def test_a_failing_export_or_load_does_not_disturb_serving(managed, exports, tmp
     # Offline (as every test is), the hub cannot be reached: found out by the export, in its own process.
     unexportable = managed.add(model_name="no-such-org/no-such-model", consumer_group="hub", device="cpu")
     assert unexportable["state"] == "exporting" and len(unexportable["pids"]) in (1, 2)
+    assert managed.inference.get("/ready").status_code == 200  # readers added later never gate readiness
     unloadable = managed.add(model_name=str(broken), consumer_group="broken")
     assert managed.wait_until(unloadable["reader_id"], "failed")["ready"] is False
     failed = managed.wait_until(unexportable["reader_id"], "failed", timeout_s=180)
