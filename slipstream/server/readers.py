@@ -37,7 +37,8 @@ from slipstream.batching.consumer_group import ConsumerGroup
 from slipstream.batching.errors import Conflict, InvalidInput, NotFound, Unavailable
 from slipstream.batching.group import EngineFactory, ModelGroup, reader_id_for
 from slipstream.batching.settings import GroupSettings
-from slipstream.manifest import load_manifest
+from slipstream.engines.base import EngineError
+from slipstream.manifest import ManifestError, load_manifest
 from slipstream.server.config import ConfigError
 from slipstream.server.management.reader_config import ReaderRequest, reader_request
 from slipstream.server.metrics import GroupMetrics, ServiceMetrics
@@ -171,8 +172,9 @@ class ReaderRegistry:
             return
         reader = self._from_request(saved.reader_id, request, at_start=True)
         if saved.exported_artifact and Path(saved.exported_artifact, "manifest.json").is_file():
-            reader.exported_artifact = Path(saved.exported_artifact)
+            reader.exported_artifact = Path(saved.exported_artifact)  # exported before: not again
             reader.settings = msgspec.structs.replace(reader.settings, artifact=saved.exported_artifact)
+            reader.phase = "loading"
         self._register(reader)
 
     async def start(self) -> None:
@@ -259,6 +261,8 @@ class ReaderRegistry:
             await self._leave(reader, timeout_s=0)
             raise
         except Exception as exc:  # a bad model fails this reader only
+            if not isinstance(exc, _EXPECTED_FAILURES):
+                log.exception("reader %s: unexpected error while bringing it up", reader.reader_id)
             await self._leave(reader, timeout_s=0)
             reader.fail(_one_line(exc))
 
@@ -435,6 +439,10 @@ class ReaderRegistry:
                 log.error("could not write the readers file %s: %s", self.readers_file.path, exc)
 
 
+# What a bad model or a bad config raises: the message says it all, no traceback needed.
+_EXPECTED_FAILURES = (ExportFailed, InvalidInput, Conflict, ManifestError, EngineError, OSError)
+
+
 def _forget_built(building: asyncio.Future[tuple[ModelGroup, GroupMetrics]]) -> None:
     if not building.cancelled() and building.exception() is None:
         building.result()[1].forget()
@@ -442,7 +450,7 @@ def _forget_built(building: asyncio.Future[tuple[ModelGroup, GroupMetrics]]) -> 
 
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip()
-    if isinstance(exc, ExportFailed | InvalidInput | Conflict):
+    if isinstance(exc, ExportFailed | InvalidInput | Conflict | ManifestError | EngineError):
         return text.splitlines()[0] if text else type(exc).__name__
     first = text.splitlines()[0] if text else ""
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__

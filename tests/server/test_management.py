@@ -327,7 +327,7 @@ def test_a_failing_export_or_load_does_not_disturb_serving(managed, exports, tmp
     headless = tmp_path / "bert-without-a-head"
     headless.mkdir()
     (headless / "config.json").write_text(json.dumps({"model_type": "bert", "architectures": ["BertModel"]}))
-    broken = write_fake_artifact(tmp_path / "broken", labels=["a", "b"])
+    broken = write_fake_artifact(tmp_path / "broken", labels=["a", "b", "c"])
     (broken / "tokenizer.json").unlink()  # found out only when it loads
     steady = Traffic(managed.server.url, "primary", clients=1).start()
     steady.wait_for(5)
@@ -340,7 +340,8 @@ def test_a_failing_export_or_load_does_not_disturb_serving(managed, exports, tmp
     assert unexportable["state"] == "exporting" and len(unexportable["pids"]) in (1, 2)
     assert managed.inference.get("/ready").status_code == 200  # readers added later never gate readiness
     unloadable = managed.add(model_name=str(broken), consumer_group="broken")
-    assert managed.wait_until(unloadable["reader_id"], "failed")["ready"] is False
+    not_loaded = managed.wait_until(unloadable["reader_id"], "failed")
+    assert not_loaded["ready"] is False and "No such file" in not_loaded["state"], not_loaded
     failed = managed.wait_until(unexportable["reader_id"], "failed", timeout_s=180)
     assert "no-such-org/no-such-model" in failed["state"] and "hub" in failed["state"]
     assert failed["pids"] == [managed.server.process.pid]  # the export's process is gone
@@ -405,3 +406,26 @@ def test_a_management_port_in_use_fails_the_start(fake_classifier_artifact, tmp_
         with pytest.raises(RuntimeError, match="server exited"), run_server(command, port, log, management=busy):
             pass
         assert "address already in use" in log.read_text()
+
+
+def test_a_restart_loads_an_exported_model_without_exporting_it_again(fake_classifier_artifact, tmp_path):
+    exported = write_fake_artifact(tmp_path / "exports" / "hub-0123456789ab", labels=["x", "y", "z"])
+    readers_file = tmp_path / "readers.json"
+    readers_file.write_text(
+        json.dumps(
+            [
+                {  # offline, exporting this hub id would fail: it must be loaded from where it was exported
+                    "reader_id": "hub-0123456789ab",
+                    "config": {"model_name": "some-org/some-model", "consumer_group": "hub"},
+                    "exported_artifact": str(exported),
+                },
+                {"reader_id": "gone-0123456789ab", "config": {"model_name": str(tmp_path / "deleted-artifact")}},
+            ]
+        )
+    )
+    flags = ("--service", f"readers_file={readers_file}", "--service", f"export_dir={tmp_path / 'exports'}")
+    with managed_server(fake_classifier_artifact, tmp_path, *flags) as managed:  # ready despite the gone one
+        readers = managed.readers()
+        assert readers["hub-0123456789ab"]["state"] == "ready"
+        assert managed.classify("hub").status_code == 200
+        assert readers["gone-0123456789ab"]["state"].startswith("failed: model_name: no such directory")
