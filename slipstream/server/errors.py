@@ -8,6 +8,7 @@ into the same body, so a client never sees an HTML page or a traceback.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
@@ -97,9 +98,9 @@ _DESCRIPTIONS = {
 }
 
 
-def error_specs(*statuses: int) -> dict[int, ResponseSpec]:
-    """OpenAPI entries for the error statuses a route can answer."""
-    return {s: ResponseSpec(data_container=ErrorResponse, description=_DESCRIPTIONS[s]) for s in statuses}
+def error_specs(*statuses: int, descriptions: Mapping[int, str] = _DESCRIPTIONS) -> dict[int, ResponseSpec]:
+    """OpenAPI entries for the error statuses a route can answer (`descriptions`: what each means there)."""
+    return {s: ResponseSpec(data_container=ErrorResponse, description=descriptions[s]) for s in statuses}
 
 
 INFERENCE_ERRORS = error_specs(400, 401, 404, 413, 422, 429, 500, 503, 504)

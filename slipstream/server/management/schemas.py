@@ -13,7 +13,7 @@ from msgspec import Meta
 from slipstream import __version__
 from slipstream.batching.settings import GroupSettings
 from slipstream.manifest import Manifest, load_manifest
-from slipstream.server.errors import ErrorResponse
+from slipstream.server.errors import error_specs
 from slipstream.server.readers import Reader
 from slipstream.server.state import ServiceState
 
@@ -255,4 +255,4 @@ _ERRORS = {
 
 def errors(*statuses: int) -> dict[int, ResponseSpec]:
     """OpenAPI entries for the error statuses a management route can answer."""
-    return {s: ResponseSpec(data_container=ErrorResponse, description=_ERRORS[s]) for s in statuses}
+    return error_specs(*statuses, descriptions=_ERRORS)
