@@ -105,6 +105,7 @@ class ReaderRegistry:
         self.readers_file = ReadersFile(settings.readers_file) if settings.readers_file else None
         self._closing = False
         self._startup: asyncio.Task[None] | None = None
+        self._announced = False  # the "ready" line is logged
         self._export_lock = asyncio.Lock()  # one export at a time: each takes every core it can
         self._save_lock = asyncio.Lock()
 
@@ -193,15 +194,20 @@ class ReaderRegistry:
         for reader in list(self.by_id.values()):
             if reader.model is None and reader.phase != "failed":
                 reader.task = asyncio.get_running_loop().create_task(self._bring_up(reader))
-        if self.started:
-            log.info(
-                "ready: %s",
-                ", ".join(
-                    f"{r.reader_id} ({r.model.description.device}, {r.model.description.variant})"
-                    for r in self.by_id.values()
-                    if r.model is not None
-                ),
-            )
+        self._announce_if_started()
+
+    def _announce_if_started(self) -> None:
+        if self._announced or not self.started:
+            return
+        self._announced = True
+        log.info(
+            "ready: %s",
+            ", ".join(
+                f"{r.reader_id} ({r.model.description.device}, {r.model.description.variant})"
+                for r in self.by_id.values()
+                if r.model is not None
+            ),
+        )
 
     # -- adding --------------------------------------------------------------
 
@@ -265,6 +271,8 @@ class ReaderRegistry:
                 log.exception("reader %s: unexpected error while bringing it up", reader.reader_id)
             await self._leave(reader, timeout_s=0)
             reader.fail(_one_line(exc))
+        if reader.at_start:
+            self._announce_if_started()
 
     async def _export(self, reader: Reader) -> None:
         assert reader.source is not None
