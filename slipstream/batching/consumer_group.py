@@ -19,7 +19,8 @@ from collections.abc import Sequence
 
 from slipstream.batching.errors import Conflict, Unavailable
 from slipstream.batching.group import ModelGroup, Scored
-from slipstream.batching.tokenization import TextInput, TruncationDirection
+from slipstream.batching.settings import GroupSettings
+from slipstream.batching.tokenization import TextEncoder, TextInput, TruncationDirection
 from slipstream.manifest import Manifest
 
 
@@ -44,13 +45,27 @@ class ConsumerGroup:
         """The readers that take new requests: warmed up and not draining."""
         return [reader for reader in self._readers.values() if reader.ready and not reader.batcher.closing]
 
-    @property
-    def manifest(self) -> Manifest:
-        """The model's labels, activation and problem type: the same for every reader of the group."""
+    def any_reader(self) -> ModelGroup:
+        """One reader (a serving one if there is one), to speak for the group: the readers of a
+        group serve one model, in replicas or variants."""
         readers = self.serving() or self.readers
         if not readers:
             raise Unavailable(f"consumer group {self.name!r} has no reader")
-        return readers[0].manifest
+        return readers[0]
+
+    @property
+    def manifest(self) -> Manifest:
+        """The model's labels, activation and problem type: the same for every reader of the group."""
+        return self.any_reader().manifest
+
+    @property
+    def settings(self) -> GroupSettings:
+        return self.any_reader().settings
+
+    @property
+    def encoder(self) -> TextEncoder:
+        """A reader's tokenizer, for routes that tokenize without scoring (/tokenize, /decode)."""
+        return self.any_reader().encoder
 
     def check_compatible(self, manifest: Manifest) -> None:
         """Raise Conflict unless a model with `manifest` gives the same kind of answer as this group's readers."""

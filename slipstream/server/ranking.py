@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 from litestar import Request
 
+from slipstream.batching.consumer_group import ConsumerGroup
 from slipstream.batching.errors import InvalidInput
-from slipstream.batching.group import ModelGroup, Scored
+from slipstream.batching.group import Scored
 from slipstream.batching.tokenization import TextInput, TruncationDirection
 from slipstream.server.disconnect import run_unless_disconnected
 from slipstream.server.scores import sigmoid
@@ -28,7 +29,7 @@ class Ranking:
     scored: Scored  # the timings, for the response headers
 
 
-def require_one_label(group: ModelGroup) -> None:
+def require_one_label(group: ConsumerGroup) -> None:
     if group.manifest.num_labels != 1:
         raise InvalidInput(
             f"consumer group {group.name!r} has {group.manifest.num_labels} labels; reranking needs a "
@@ -38,7 +39,7 @@ def require_one_label(group: ModelGroup) -> None:
 
 async def rank(
     request: Request[Any, Any, Any],
-    group: ModelGroup,
+    group: ConsumerGroup,
     query: str,
     documents: Sequence[str],
     *,

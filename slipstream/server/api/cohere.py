@@ -17,8 +17,8 @@ import msgspec
 from litestar import Request, Response, post
 from msgspec import Meta
 
+from slipstream.batching.consumer_group import ConsumerGroup
 from slipstream.batching.errors import InvalidInput, UnknownConsumerGroup
-from slipstream.batching.group import ModelGroup
 from slipstream.defaults import DEFAULT_CONSUMER_GROUP
 from slipstream.server.errors import INFERENCE_ERRORS
 from slipstream.server.middleware import timing_headers
@@ -131,12 +131,12 @@ class CohereRerankResponse(msgspec.Struct):
     meta: CohereMeta
 
 
-def _group_for(request: Request[Any, Any, Any], model: str | None) -> ModelGroup:
+def _group_for(request: Request[Any, Any, Any], model: str | None) -> ConsumerGroup:
     state = service_state(request)
     name = DEFAULT_CONSUMER_GROUP if model is None else model
-    if name not in state.groups:
+    if name not in state.readers.group_names():
         raise UnknownConsumerGroup(
-            f"unknown model {name!r}: `model` names a consumer group, and this server has {sorted(state.groups)}"
+            f"unknown model {name!r}: `model` names a consumer group, and this server has {state.readers.group_names()}"
         )
     return state.group(name)
 

@@ -14,8 +14,8 @@ from litestar.openapi.spec import Example, OpenAPIMediaType, Operation, Referenc
 from msgspec import Meta
 from tokenizers import Encoding
 
+from slipstream.batching.consumer_group import ConsumerGroup
 from slipstream.batching.errors import InvalidInput, PayloadTooLarge
-from slipstream.batching.group import ModelGroup
 from slipstream.batching.tokenization import TruncationDirection
 from slipstream.defaults import DEFAULT_CONSUMER_GROUP
 from slipstream.server.api.operations import ReadyResponse, readiness
@@ -287,7 +287,7 @@ def _simple_tokens(encoding: Encoding, text: str) -> list[SimpleToken]:
     ]
 
 
-def _check_batch(group: ModelGroup, count: int) -> None:
+def _check_batch(group: ConsumerGroup, count: int) -> None:
     if count > group.settings.max_items_per_request:
         raise PayloadTooLarge(
             f"{count} inputs in one request; this consumer group takes at most {group.settings.max_items_per_request}"
