@@ -94,7 +94,8 @@ def test_disconnected_clients_items_are_not_computed(slow_server):
 
     async def scenario() -> None:
         async with httpx.AsyncClient(base_url=slow_server.url, timeout=30) as client:
-            blocker = asyncio.ensure_future(client.post("/classify", json={"text": ["block"] * 8}))  # ~400 ms
+            # ~800 ms of engine time: the impatient clients are gone long before it ends, even on a busy machine.
+            blocker = asyncio.ensure_future(client.post("/classify", json={"text": ["block"] * 16}))
             await asyncio.sleep(0.1)
             impatient = httpx.AsyncClient(base_url=slow_server.url, timeout=0.1)
             results = await asyncio.gather(
@@ -107,7 +108,7 @@ def test_disconnected_clients_items_are_not_computed(slow_server):
 
     asyncio.run(scenario())
     time.sleep(0.3)
-    assert slow_server.metric("slipstream_items_computed_total") - computed_before == 8
+    assert slow_server.metric("slipstream_items_computed_total") - computed_before == 16
     assert slow_server.metric("slipstream_dropped_items_total", reason="cancelled") - dropped_before == 20
 
 
@@ -135,21 +136,24 @@ def test_sigterm_drains_queued_work_and_exits(fake_classifier_artifact, tmp_path
         fake_classifier_artifact,
         port,
         "--engine-delay-s",
-        "0.02",
+        "0.1",
         "--engine-max-batch-size",
         "2",
         "--service",
         "shutdown_timeout_s=10",
     )
     with run_server(command, port, tmp_path / "shutdown.log") as server:
-        texts = [f"drain me {i}" for i in range(30)]  # 15 batches, ~300 ms of engine time
+        texts = [f"drain me {i}" for i in range(30)]  # 15 batches, ~1.5 s of engine time
 
         async def scenario() -> tuple[list[httpx.Response], float]:
             async with httpx.AsyncClient(
                 base_url=server.url, timeout=30, limits=httpx.Limits(max_connections=50)
             ) as client:
                 pending = [asyncio.ensure_future(client.post("/classify", json={"text": t})) for t in texts]
+                # Requests arrive much faster than the engine drains them, so work is queued when the signal comes.
+                deadline = time.monotonic() + 20
                 while server.metric("slipstream_queue_items") < 10:
+                    assert time.monotonic() < deadline, "the requests never queued up"
                     await asyncio.sleep(0.01)
                 server.process.send_signal(signal.SIGTERM)
                 signalled = time.monotonic()
