@@ -41,6 +41,7 @@ FLAG_DEST_PREFIX = "setting:"
 
 # For optional numbers, whose constraints must sit inside the `| None`.
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
 
 
 def setting(description: str, **constraints: Any) -> msgspec.Meta:

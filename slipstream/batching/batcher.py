@@ -17,6 +17,13 @@ How work flows:
 - An item whose request was cancelled (client gone) or whose deadline passed
   is dropped before it reaches the engine, and counted.
 - An engine exception fails the requests in that batch only.
+- A batch still running after `batch_timeout_s` (a hung engine) is given up
+  by a watchdog on the loop: its requests fail with 504, and its worker is
+  left to finish (or not) on its own while a new worker takes its place, so
+  the group keeps serving. A given-up worker that does come back rejoins if a
+  place is free, and exits otherwise. At most `MAX_STUCK_WORKERS` may be stuck
+  at once; past that no replacement starts, and once no worker is left the
+  group refuses work (503) instead of queueing it for nobody.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ import numpy.typing as npt
 from slipstream.batching.errors import (
     DeadlineExceeded,
     EngineFailure,
+    EngineTimeout,
     PayloadTooLarge,
     QueueFull,
     Unavailable,
@@ -48,6 +56,19 @@ from slipstream.engines.base import Engine
 
 Logits = npt.NDArray[np.float32]
 log = logging.getLogger("slipstream.batching")
+
+# Given-up workers whose engine run has not returned, at most, per batcher: each is a
+# thread that cannot be killed, so a wedged engine must not make them pile up.
+MAX_STUCK_WORKERS = 8
+
+
+class _Worker:
+    """One engine worker thread; `abandoned` once the watchdog gave up its batch."""
+
+    __slots__ = ("abandoned",)
+
+    def __init__(self) -> None:
+        self.abandoned = False
 
 
 class PendingRequest:
@@ -144,6 +165,7 @@ class Batcher:
         metrics: MetricsSink | None = None,
         clock: Callable[[], float] = time.perf_counter,
         name: str = "engine",
+        batch_timeout_s: float | None = None,
     ) -> None:
         self.engine = engine
         self.name = name
@@ -172,6 +194,13 @@ class Batcher:
         self._in_flight: dict[int, list[QueuedItem]] = {}  # batch number -> items, until the loop has them
         self._batch_numbers = itertools.count(1)
         self._workers: list[threading.Thread] = []
+        # The watchdog's view: when each running batch started, and on which worker.
+        self.batch_timeout_s = batch_timeout_s
+        self._running: dict[int, tuple[float, _Worker]] = {}
+        self._active_workers = 0  # workers not given up
+        self._stuck: set[_Worker] = set()
+        self._watchdog: asyncio.TimerHandle | None = None
+        self.batches_timed_out = 0
         self._stopping = False
         self._closing = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -184,10 +213,20 @@ class Batcher:
         if self._workers:
             return
         self._loop = asyncio.get_running_loop()
-        for index in range(self.parallel_runs):
-            worker = threading.Thread(target=self._work, name=f"engine-{self.name}-{index}", daemon=True)
-            worker.start()
-            self._workers.append(worker)
+        for _ in range(self.parallel_runs):
+            self._start_worker()
+        if self.batch_timeout_s is not None:
+            self._watchdog = self._loop.call_later(self._watch_period_s(), self._watch)
+
+    def _start_worker(self) -> None:
+        worker = _Worker()
+        with self._queue_lock:
+            self._active_workers += 1
+        thread = threading.Thread(
+            target=self._work, args=(worker,), name=f"engine-{self.name}-{len(self._workers)}", daemon=True
+        )
+        self._workers.append(thread)
+        thread.start()
 
     async def warmup(self, shapes: list[tuple[int, int]]) -> None:
         """Run the engine's warm-up in a thread (the loop stays responsive)."""
@@ -216,6 +255,8 @@ class Batcher:
         with self._queue_lock:
             self._stopping = True
             self._queue_lock.notify_all()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
 
     async def _drained(self) -> None:
         while self.queues.items or self._in_flight:
@@ -233,6 +274,12 @@ class Batcher:
         if self._closing:
             self.metrics.rejected("shutting_down")
             raise Unavailable("the service is shutting down")
+        if self._workers and self._active_workers == 0:
+            self.metrics.rejected("engine_hung")
+            raise Unavailable(
+                f"the engine is not responding: {len(self._stuck)} batches ran past batch_timeout_s="
+                f"{self.batch_timeout_s:g} s and none has returned"
+            )
         tokens = encoded.total_tokens
         if tokens > self.max_queue_tokens:
             self.metrics.rejected("too_large")
@@ -279,15 +326,27 @@ class Batcher:
     # so the engine never waits for the event loop to get round to it; the loop
     # only admits requests and hands results back.
 
-    def _work(self) -> None:
+    def _work(self, worker: _Worker) -> None:
         while True:
             try:
-                if not self._take_and_run():
+                if not self._take_and_run(worker):
                     return
             except Exception:  # a bug here must not silently cost the engine a worker
                 log.exception("engine worker %s: unexpected error; it keeps serving", threading.current_thread().name)
+            if worker.abandoned and not self._rejoin(worker):
+                return
 
-    def _take_and_run(self) -> bool:
+    def _rejoin(self, worker: _Worker) -> bool:
+        """A given-up worker came back: it serves again if a place is free, else it exits."""
+        with self._queue_lock:
+            self._stuck.discard(worker)
+            if self._active_workers < self.parallel_runs and not self._stopping:
+                worker.abandoned = False
+                self._active_workers += 1
+                return True
+        return False
+
+    def _take_and_run(self, worker: _Worker) -> bool:
         """Wait for work, take one batch and run it; False once stopping."""
         while True:
             with self._queue_lock:
@@ -302,17 +361,21 @@ class Batcher:
                 batch_number = next(self._batch_numbers)
                 if items:
                     self._in_flight[batch_number] = items
+                    self._running[batch_number] = (self.clock(), worker)
                 depth = (self.queues.items, self.queues.tokens)
             self.metrics.queue_depth(*depth)
             if dropped:
                 self._to_loop(self._count_drops, dropped)
             if items:
                 try:
-                    self._run_batch(batch_number, self.queues.edges[bucket], items)
+                    self._run_batch(batch_number, self.queues.edges[bucket], items, worker)
                 except Exception as exc:  # not the engine's failure (that is handled inside): still answer
                     failure = EngineFailure(f"internal error while running this request's batch: {exc}")
                     self._to_loop(self._complete, batch_number, items, None, failure, 0.0)
                     raise
+                finally:
+                    with self._queue_lock:
+                        self._running.pop(batch_number, None)
                 return True
 
     def _to_loop(self, callback: Callable[..., None], *args: object) -> None:
@@ -320,7 +383,7 @@ class Batcher:
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
             self._loop.call_soon_threadsafe(callback, *args)
 
-    def _run_batch(self, batch_number: int, edge: int, items: list[QueuedItem]) -> None:
+    def _run_batch(self, batch_number: int, edge: int, items: list[QueuedItem], worker: _Worker) -> None:
         """In a worker thread: mark started, pad, run, hand the outcome to the loop."""
         started_at = self.clock()
         timers = []
@@ -338,7 +401,12 @@ class Batcher:
         padded_length = max(item.length for item in items) if self.pad_to_longest else edge
         try:
             logits = self._execute(items, padded_length)
+            if worker.abandoned:  # the watchdog already answered this batch's requests
+                log.warning("engine %s: a batch given up after %.1f s returned", self.name, self.clock() - started_at)
+                return
         except Exception as exc:  # the engine failed: only this batch's requests see it
+            if worker.abandoned:
+                return
             log.warning("engine %s failed on a [%d, %d] batch: %s", self.name, len(items), padded_length, exc)
             self.metrics.engine_failed()
             failure = EngineFailure(f"the engine failed on the batch this request was in: {exc}")
@@ -360,6 +428,53 @@ class Batcher:
                 f"engine returned logits of shape {logits.shape}, expected {(len(items), self.num_labels)}"
             )
         return logits
+
+    # -- the watchdog (on the event loop) --------------------------------------
+
+    def _watch_period_s(self) -> float:
+        # An overdue batch is noticed within a quarter of the timeout (and within a second).
+        assert self.batch_timeout_s is not None
+        return min(1.0, self.batch_timeout_s / 4)
+
+    def _watch(self) -> None:
+        assert self.batch_timeout_s is not None and self._loop is not None
+        now = self.clock()
+        overdue: list[tuple[list[QueuedItem], _Worker]] = []
+        replace = 0
+        with self._queue_lock:
+            for batch_number, (started_at, worker) in list(self._running.items()):
+                if now - started_at <= self.batch_timeout_s:
+                    continue
+                del self._running[batch_number]
+                overdue.append((self._in_flight.pop(batch_number, []), worker))
+                worker.abandoned = True
+                self._active_workers -= 1
+                self._stuck.add(worker)
+                if len(self._stuck) <= MAX_STUCK_WORKERS and not self._stopping:
+                    replace += 1
+        for items, _ in overdue:
+            self.batches_timed_out += 1
+            self.metrics.batch_timed_out()
+            log.error(
+                "engine %s: a batch of %d items ran past batch_timeout_s=%g s; its requests get 504 (%d workers "
+                "stuck, %s)",
+                self.name,
+                len(items),
+                self.batch_timeout_s,
+                len(self._stuck),
+                "replaced" if replace else f"not replaced: at most {MAX_STUCK_WORKERS} may be stuck",
+            )
+            self._fail_items(
+                items,
+                EngineTimeout(
+                    f"the engine did not finish the batch this request was in within batch_timeout_s="
+                    f"{self.batch_timeout_s:g} s; the batch was given up"
+                ),
+            )
+        for _ in range(replace):
+            self._start_worker()
+        if not self._stopping:
+            self._watchdog = self._loop.call_later(self._watch_period_s(), self._watch)
 
     # -- results (on the event loop) -----------------------------------------
 

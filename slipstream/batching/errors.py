@@ -69,3 +69,10 @@ class EngineFailure(ServiceError):
 
     status = 500
     error_type = "engine"
+
+
+class EngineTimeout(ServiceError):
+    """The batch this request was in ran past `batch_timeout_s` (a hung engine) and was given up."""
+
+    status = 504
+    error_type = "engine_timeout"

@@ -111,6 +111,7 @@ class ModelGroup:
             pad_to_longest=self.pad_to == "longest",
             metrics=metrics,
             name=name,
+            batch_timeout_s=settings.batch_timeout_s,
         )
         self.ready = False
 

@@ -13,7 +13,7 @@ from slipstream.defaults import DEFAULT_ARTIFACT_DIR
 from slipstream.engines.base import DeviceChoice
 from slipstream.engines.settings import EngineSettings
 from slipstream.manifest import VariantName
-from slipstream.settings import PositiveInt, setting
+from slipstream.settings import PositiveFloat, PositiveInt, setting
 
 PadTo = Literal["auto", "bucket", "longest"]
 
@@ -62,3 +62,11 @@ class GroupSettings(EngineSettings, frozen=True):
     truncate: Annotated[
         bool, setting("Truncate over-long inputs by default (a request's `truncate` overrides it).")
     ] = True
+    batch_timeout_s: Annotated[
+        PositiveFloat | None,
+        setting(
+            "Watchdog: a batch still running after this many seconds (a hung engine) is given up; its "
+            "requests get 504 and its worker is replaced. Keep it above the slowest real batch (the largest "
+            "batch of the longest bucket). Unset: no watchdog."
+        ),
+    ] = 120.0

@@ -8,7 +8,8 @@ numpy scatter rather than a Python loop over tokens.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
@@ -28,6 +29,24 @@ class InputTooLong(ValueError):
 
 class EmptyInput(ValueError):
     """An input tokenized to nothing, which the model cannot take."""
+
+
+class TokenizerFailure(ValueError):
+    """The Rust tokenizer panicked on an input (a `PanicException`, which is not an `Exception`)."""
+
+
+@contextmanager
+def _panics_as_errors() -> Iterator[None]:
+    # A panic in the Rust tokenizer surfaces as pyo3's PanicException, a BaseException:
+    # as such it would pass every `except Exception` and fail whatever else shared the call.
+    try:
+        yield
+    except Exception:
+        raise
+    except BaseException as exc:
+        if type(exc).__name__ != "PanicException":
+            raise
+        raise TokenizerFailure(f"the tokenizer failed on this input: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,11 +141,15 @@ class TextEncoder:
         direction: TruncationDirection = "right",
         check: bool = True,
     ) -> EncodedItems:
-        """Tokenize a batch of texts or pairs; raise InputTooLong / EmptyInput (unless not `check`)."""
-        if truncate:
-            encodings = self._encode_truncated(inputs, direction)
-        else:
-            encodings = self._plain.encode_batch_fast(inputs)
+        """Tokenize a batch of texts or pairs; raise InputTooLong / EmptyInput (unless not `check`).
+
+        Any failure of the tokenizer itself is an `Exception` (a panic becomes `TokenizerFailure`).
+        """
+        with _panics_as_errors():
+            if truncate:
+                encodings = self._encode_truncated(inputs, direction)
+            else:
+                encodings = self._plain.encode_batch_fast(inputs)
         encoded = _flatten(encodings, self.uses_token_type_ids)
         if check:
             self.check(encoded, truncated=truncate)
@@ -166,7 +189,8 @@ class TextEncoder:
 
     def tokens(self, text: str) -> list[str]:
         """The token strings of one text, special tokens included (for /tokenize)."""
-        tokens: list[str] = self._plain.encode(text).tokens
+        with _panics_as_errors():
+            tokens: list[str] = self._plain.encode(text).tokens
         return tokens
 
     def encode_untruncated(self, texts: Sequence[str], *, add_special_tokens: bool) -> list[Encoding]:

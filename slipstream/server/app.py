@@ -18,7 +18,8 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from slipstream import __version__
 from slipstream.batching.group import EngineFactory, load_engine_for
 from slipstream.server.api import ROUTES
-from slipstream.server.auth import api_key_guard
+from slipstream.server.auth import api_key_guard, describe_api_key
+from slipstream.server.body import StrictJSONBody, describe_request_bodies
 from slipstream.server.errors import EXCEPTION_HANDLERS
 from slipstream.server.lifespan import service_lifespan
 from slipstream.server.metrics import ServiceMetrics
@@ -43,6 +44,8 @@ def create_app(settings: ServiceSettings, *, engine_factory: EngineFactory = loa
         middleware=[RequestMetricsMiddleware(metrics)],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.max_body_bytes,
+        dto=StrictJSONBody,
+        return_dto=None,
         openapi_config=OpenAPIConfig(
             title="Slipstream",
             version=__version__,
@@ -59,4 +62,7 @@ def create_app(settings: ServiceSettings, *, engine_factory: EngineFactory = loa
         logging_config=None,
     )
     app.state.service = state
+    describe_request_bodies(app)
+    if settings.api_key:
+        describe_api_key(app)
     return app

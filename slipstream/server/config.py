@@ -178,7 +178,10 @@ def settings_as_toml_like(settings: ServiceSettings) -> str:
             if not isinstance(value, dict)
         ]
         nested = [
-            line for key, value in values.items() if isinstance(value, dict) for line in table(f"{name}.{key}", value)
+            line
+            for key, value in values.items()
+            if isinstance(value, dict)
+            for line in table(f"{name}.{key}" if name else key, value)
         ]
         return [f"[{name}]", *plain, *nested] if name else [*plain, *nested]
 

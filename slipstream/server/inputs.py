@@ -3,21 +3,49 @@
 An item is a text or a (first, second) pair. Shapes that are wrong (an empty
 batch, a pair of three, a mix of texts and pairs in /classify) raise
 `InvalidInput` (422) with a message that says what was expected.
+
+msgspec allows one array type per union, so it decodes the broad shape and the
+parsers here decide what a list means; each type carries the exact JSON schema
+of what its parser accepts, which is what OpenAPI shows
+(tests/server/test_input_parsers.py checks that the two agree).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Annotated, Any, cast
+
+from msgspec import Meta
 
 from slipstream.batching.errors import InvalidInput
 from slipstream.batching.tokenization import TextInput
 
-# A text, or a list whose entries are texts or [text, text] pairs. (msgspec
-# allows one array type per union, so list-of-texts vs list-of-pairs is told
-# apart after decoding, here.)
+# What msgspec decodes: a text, or a list whose entries are texts or lists of texts.
 TextsOrPairs = str | list[str | list[str]]
+
+_TEXT: dict[str, Any] = {"type": "string"}
+_PAIR: dict[str, Any] = {"type": "array", "items": _TEXT, "minItems": 2, "maxItems": 2}
+_TEI_SEQUENCE: dict[str, Any] = {"type": "array", "items": _TEXT, "minItems": 1, "maxItems": 2}
+
+TAKEOFF_TEXT_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        _TEXT,
+        {"type": "array", "items": _TEXT, "minItems": 1},
+        {"type": "array", "items": _PAIR, "minItems": 1},
+    ]
+}
+TEI_INPUTS_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        _TEXT,
+        _TEI_SEQUENCE,
+        {"type": "array", "items": {"anyOf": [_TEXT, _TEI_SEQUENCE]}, "minItems": 1, "contains": {"type": "array"}},
+    ]
+}
+# /classify: a string, a list of strings, or a list of [first, second] pairs.
+TakeoffTexts = Annotated[TextsOrPairs, Meta(extra_json_schema=TAKEOFF_TEXT_SCHEMA)]
+# /predict: a string; [a] or [a, b] is one input; a batch has at least one list: [[a], [a, b], c].
+TeiInputs = Annotated[TextsOrPairs, Meta(extra_json_schema=TEI_INPUTS_SCHEMA)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,13 +79,13 @@ def parse_takeoff(text: str | list[str | list[str]]) -> ParsedInputs:
 
 
 def parse_tei(inputs: str | list[str | list[str]]) -> ParsedInputs:
-    """TEI /predict: "a"; ["a", "b"] is ONE pair; a batch is [["a"], ["a", "b"], ...]."""
+    """TEI /predict: "a"; ["a"] or ["a", "b"] is ONE input; a batch is [["a"], ["a", "b"], "c", ...]."""
     if isinstance(inputs, str):
         return ParsedInputs([inputs], single=True)
     if not inputs:
         raise InvalidInput("inputs: the list is empty")
-    if isinstance(inputs[0], str):
-        if not all(isinstance(t, str) for t in inputs) or len(inputs) > 2:
+    if all(isinstance(t, str) for t in inputs):
+        if len(inputs) > 2:
             raise InvalidInput(
                 "inputs: a list of strings is one input, a text [a] or a pair [a, b]; "
                 "send a batch as [[a], [a, b], ...]"
@@ -66,8 +94,10 @@ def parse_tei(inputs: str | list[str | list[str]]) -> ParsedInputs:
         return ParsedInputs([texts[0] if len(texts) == 1 else (texts[0], texts[1])], single=True)
     items: list[TextInput] = []
     for index, value in enumerate(inputs):
-        if isinstance(value, str) or len(value) == 1:
-            items.append(value if isinstance(value, str) else value[0])
+        if isinstance(value, str):
+            items.append(value)
+        elif len(value) == 1:
+            items.append(value[0])
         else:
             items.append(_pair(value, f"inputs[{index}]"))
     return ParsedInputs(items, single=False)

@@ -116,6 +116,21 @@ class ServiceMetrics:
         self.reader_ready = Gauge(
             "slipstream_reader_ready", "1 when the reader takes requests", ["group", "reader"], registry=r
         )
+        self.batch_timeouts = Counter(
+            "slipstream_batch_timeouts",
+            "Batches given up after running past batch_timeout_s (a hung engine)",
+            ["group", "reader"],
+            registry=r,
+        )
+        self.open_connections = Gauge(
+            "slipstream_http_open_connections", "Client connections open, over every listener", registry=r
+        )
+        self.connections_closed = Counter(
+            "slipstream_http_connections_closed",
+            "Connections the server closed at the edge, by reason (header_timeout, body_timeout, over_limit)",
+            ["reason"],
+            registry=r,
+        )
 
     def reader(self, group: str, reader_id: str) -> GroupMetrics:
         return GroupMetrics(self, group, reader_id)
@@ -140,6 +155,7 @@ class GroupMetrics:
         self._computed = metrics.items_computed.labels(*labels)
         self._tokenization = metrics.tokenization.labels(*labels)
         self._engine_failures = metrics.engine_failures.labels(*labels)
+        self._batch_timeouts = metrics.batch_timeouts.labels(*labels)
         self._real_total = 0
         self._padded_total = 0
         self._per_bucket: dict[int, tuple[Histogram, Histogram, Histogram]] = {}
@@ -185,6 +201,9 @@ class GroupMetrics:
     def engine_failed(self) -> None:
         self._engine_failures.inc()
 
+    def batch_timed_out(self) -> None:
+        self._batch_timeouts.inc()
+
     def _by_reason(self, counter: Counter, reason: str) -> Counter:
         self._reasons.add((counter, reason))
         return counter.labels(*self._labels, reason)
@@ -202,6 +221,7 @@ class GroupMetrics:
             m.items_computed,
             m.tokenization,
             m.engine_failures,
+            m.batch_timeouts,
         ):
             _remove(metric, self._labels)
         for edge in self._per_bucket:

@@ -2,7 +2,8 @@
 
 Two listeners share one process and event loop: the inference app on `port`
 and the management app on `management_port` (unless that is 0). Both are
-configured by `_listener_config`, so a connection limit applies to both.
+configured by `_listener_config`, so the connection guard (deadlines, the
+connection cap: `slipstream.server.edge`) applies to both, its cap over both.
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ from types import FrameType
 
 import uvicorn
 from litestar import Litestar
-from uvicorn.config import HTTPProtocolType
 
 from slipstream.batching.group import EngineFactory, load_engine_for
 from slipstream.server.app import create_app
 from slipstream.server.config import settings_as_toml_like
+from slipstream.server.edge import ConnectionGuard, connection_cap, raise_open_file_limit
 from slipstream.server.management.app import create_management_app
 from slipstream.server.settings import ServiceSettings
 from slipstream.server.state import ServiceState
@@ -77,13 +78,22 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
-def _http_parser() -> HTTPProtocolType:
-    """httptools when installed: a cheaper HTTP parser than h11."""
-    return "httptools" if importlib.util.find_spec("httptools") else "h11"
+def connection_guard(settings: ServiceSettings, state: ServiceState) -> ConnectionGuard:
+    """The limits every listener of this process shares (pass `guard.uvicorn_options()` to each)."""
+    open_files = raise_open_file_limit()
+    cap = connection_cap(settings.http.max_connections, open_files)
+    if cap < settings.http.max_connections:
+        log.warning(
+            "http.max_connections %d capped at %d (open-file limit %d)", settings.http.max_connections, cap, open_files
+        )
+    closed = state.metrics.connections_closed
+    guard = ConnectionGuard(settings.http, max_connections=cap, on_close=lambda reason: closed.labels(reason).inc())
+    state.metrics.open_connections.set_function(lambda: len(guard.connections))
+    return guard
 
 
 def _listener_config(
-    app: Litestar, settings: ServiceSettings, host: str, port: int, *, lifespan: bool
+    app: Litestar, settings: ServiceSettings, host: str, port: int, *, lifespan: bool, guard: ConnectionGuard
 ) -> uvicorn.Config:
     """One listener's uvicorn configuration: what applies to every listener is set here."""
     return uvicorn.Config(
@@ -95,7 +105,7 @@ def _listener_config(
         timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout_s)),
         lifespan="on" if lifespan else "off",
         server_header=False,
-        http=_http_parser(),
+        **guard.uvicorn_options(),
     )
 
 
@@ -152,25 +162,28 @@ def serve(settings: ServiceSettings, *, engine_factory: EngineFactory = load_eng
     app = create_app(settings, engine_factory=engine_factory)
     state: ServiceState = app.state.service
     _log_readers(state)
+    guard = connection_guard(settings, state)
     followers: list[uvicorn.Server] = []
     management_port = settings.management_listen_port
     management_host = settings.management_host or settings.host
     if management_port is not None:
         management = create_management_app(state)
         followers.append(
-            FollowerServer(_listener_config(management, settings, management_host, management_port, lifespan=False))
+            FollowerServer(
+                _listener_config(management, settings, management_host, management_port, lifespan=False, guard=guard)
+            )
         )
     leader = GracefulServer(
-        _listener_config(app, settings, settings.host, settings.port, lifespan=True), state, followers
+        _listener_config(app, settings, settings.host, settings.port, lifespan=True, guard=guard), state, followers
     )
     loop_factory = _loop_factory()
     log.info(
-        "listening on http://%s:%d%s (loop %s, http %s)",
+        "listening on http://%s:%d%s (loop %s; at most %d connections)",
         settings.host,
         settings.port,
         f", management API on http://{management_host}:{management_port}" if management_port is not None else "",
         "uvloop" if loop_factory else "asyncio",
-        leader.config.http,
+        guard.max_connections,
     )
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         runner.run(_serve_together(leader, followers))

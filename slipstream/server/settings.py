@@ -36,6 +36,34 @@ class GroupConfig(GroupSettings, frozen=True):
         return [msgspec.convert(deep_merge(base, reader), GroupSettings, strict=False) for reader in self.readers]
 
 
+class HttpLimits(Settings, frozen=True):
+    """What a connection may take of the server, on every listener the service opens."""
+
+    header_timeout_s: Annotated[
+        float,
+        setting(
+            "A request's headers must be in within this many seconds of its first byte (of the connection, "
+            "for its first request); otherwise 408 and the connection is closed.",
+            gt=0,
+        ),
+    ] = 10.0
+    body_timeout_s: Annotated[
+        float,
+        setting("A request's body must be in within this many seconds of its headers; otherwise 408 and closed.", gt=0),
+    ] = 30.0
+    keep_alive_timeout_s: Annotated[
+        float, setting("An idle kept-alive connection is closed after this many seconds.", gt=0)
+    ] = 5.0
+    max_connections: Annotated[
+        int,
+        setting(
+            "Most connections open at once, over every listener; past it a connection gets 503 and is closed. "
+            "Capped at three quarters of the open-file limit, whose soft value is raised to the hard one at start.",
+            ge=1,
+        ),
+    ] = 4096
+
+
 class ServiceSettings(Settings, frozen=True):
     """The HTTP service and the consumer groups it serves."""
 
@@ -113,6 +141,7 @@ class ServiceSettings(Settings, frozen=True):
     export_timeout_s: Annotated[
         float, setting("Longest an export for the management API may take; past it the reader fails.", gt=0)
     ] = 3600.0
+    http: HttpLimits = msgspec.field(default_factory=HttpLimits)
     groups: Annotated[
         dict[str, GroupConfig],
         setting("Consumer groups by name; `slipstream serve DIR` makes one named `primary`."),

@@ -16,7 +16,8 @@ class RecordingEngine:
     Row logits: [sum of ids * (1 + token_type), number of real tokens, first id] with three
     labels; with one label, that sum folded into [-5, 5) so a sigmoid does not saturate.
     Records every batch's shape and which ids it saw; `delay_s` simulates work;
-    `fail_on_id` makes a batch containing that token id raise.
+    `fail_on_id` makes a batch containing that token id raise; `hang_on_id` makes it hang
+    (a wedged engine) until `release()`.
     """
 
     def __init__(
@@ -25,6 +26,7 @@ class RecordingEngine:
         max_batch_size: int = 8,
         delay_s: float = 0.0,
         fail_on_id: int | None = None,
+        hang_on_id: int | None = None,
         with_type_ids: bool = True,
         num_labels: int = 3,
         parallel_runs: int = 1,
@@ -36,6 +38,9 @@ class RecordingEngine:
         self._parallel_runs = parallel_runs
         self.delay_s = delay_s
         self.fail_on_id = fail_on_id
+        self.hang_on_id = hang_on_id
+        self._released = threading.Event()
+        self.hung_runs = 0
         self._inputs = ["input_ids", "attention_mask"] + (["token_type_ids"] if with_type_ids else [])
         self.batches: list[tuple[int, int]] = []  # (batch, length) per run
         self.concurrent_runs = 0
@@ -79,6 +84,10 @@ class RecordingEngine:
             self.batches.append(tuple(input_ids.shape))
             if self.fail_on_id is not None and (input_ids == self.fail_on_id).any():
                 raise RuntimeError("injected engine failure")
+            if self.hang_on_id is not None and (input_ids == self.hang_on_id).any():
+                with self._lock:
+                    self.hung_runs += 1
+                self._released.wait()
             if self.delay_s:
                 time.sleep(self.delay_s)
             weights = 1 + (token_type_ids if token_type_ids is not None else 0)
@@ -89,6 +98,10 @@ class RecordingEngine:
         finally:
             with self._lock:
                 self.concurrent_runs -= 1
+
+    def release(self) -> None:
+        """Let every hung run return."""
+        self._released.set()
 
     def warmup(self, shapes):
         for batch, length in shapes:

@@ -11,8 +11,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from slipstream.batching import batcher as batcher_module
 from slipstream.batching.batcher import Batcher
-from slipstream.batching.errors import DeadlineExceeded, EngineFailure, PayloadTooLarge, QueueFull, Unavailable
+from slipstream.batching.errors import (
+    DeadlineExceeded,
+    EngineFailure,
+    EngineTimeout,
+    PayloadTooLarge,
+    QueueFull,
+    Unavailable,
+)
 from slipstream.batching.scheduling import BucketQueues
 from slipstream.batching.tokenization import EncodedItems, TextInput
 from tests.batching.fakes import RecordingEngine
@@ -247,6 +255,49 @@ def test_an_engine_failure_fails_only_its_batch():
         assert isinstance(results[1], np.ndarray)
         np.testing.assert_array_equal(results[1][0], RecordingEngine.reference(np.array([5, 1]), np.array([1, 1])))
         assert (await batcher.infer(encoded([[7]]))).shape == (1, 3)
+        await batcher.close(1.0)
+
+    asyncio.run(scenario())
+
+
+def test_a_hung_batch_is_given_up_and_its_worker_replaced():
+    engine = RecordingEngine(EDGES, max_batch_size=1, hang_on_id=777)
+
+    async def scenario() -> None:
+        batcher = make_batcher(engine, batch_timeout_s=0.2)
+        await batcher.start()
+        hung = asyncio.ensure_future(batcher.infer(encoded([[777, 1]])))
+        with pytest.raises(EngineTimeout, match=r"batch_timeout_s=0\.2"):
+            await asyncio.wait_for(hung, 5)
+        # The group keeps serving on a new worker while the old one is still stuck.
+        good = await asyncio.wait_for(batcher.infer(encoded([[5, 1]])), 5)
+        np.testing.assert_array_equal(good[0], RecordingEngine.reference(np.array([5, 1]), np.array([1, 1])))
+        assert batcher.batches_timed_out == 1
+        # The stuck run returns at last: its result is dropped, and its worker leaves (its place is taken).
+        engine.release()
+        await asyncio.sleep(0.1)
+        assert batcher.items_computed == 1
+        assert (await batcher.infer(encoded([[7]]))).shape == (1, 3)
+        await batcher.close(1.0)
+
+    asyncio.run(scenario())
+
+
+def test_a_wedged_engine_is_refused_once_no_worker_is_left(monkeypatch):
+    monkeypatch.setattr(batcher_module, "MAX_STUCK_WORKERS", 2)
+    engine = RecordingEngine(EDGES, max_batch_size=1, hang_on_id=777)
+
+    async def scenario() -> None:
+        batcher = make_batcher(engine, batch_timeout_s=0.1)
+        await batcher.start()
+        for _ in range(3):  # the first worker, then its two replacements, all stuck
+            with pytest.raises(EngineTimeout):
+                await asyncio.wait_for(batcher.infer(encoded([[777]])), 5)
+        with pytest.raises(Unavailable, match="not responding"):
+            batcher.submit(encoded([[5]]))
+        engine.release()  # the engine comes back: a stuck worker rejoins and the group serves again
+        await asyncio.sleep(0.2)
+        assert (await asyncio.wait_for(batcher.infer(encoded([[5]])), 5)).shape == (1, 3)
         await batcher.close(1.0)
 
     asyncio.run(scenario())

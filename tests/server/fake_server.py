@@ -1,7 +1,8 @@
-"""`python -m tests.server.fake_server ARTIFACT [serve flags] --engine-delay-s S --engine-fail-on-id N`
+"""`python -m tests.server.fake_server ARTIFACT [serve flags] --engine-delay-s S --engine-fail-on-id N ...`
 
 The real `slipstream serve` path (config, app, uvicorn, signals) with `RecordingEngine`
-in place of ONNX Runtime, so HTTP tests can slow the engine down or make it fail.
+in place of ONNX Runtime, so HTTP tests can slow the engine down, make it fail, or make it hang
+on a token id (`--engine-hang-on-id`: a wedged engine, for the batch watchdog).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ def main() -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--engine-delay-s", type=float, default=0.0)
     parser.add_argument("--engine-fail-on-id", type=int, default=None)
+    parser.add_argument("--engine-hang-on-id", type=int, default=None)
     parser.add_argument("--engine-max-batch-size", type=int, default=16)
     parser.add_argument(
         "--set", action="append", default=[], help="group setting name=value (dotted: cpu.parallel_runs)"
@@ -49,6 +51,7 @@ def main() -> int:
             max_batch_size=args.engine_max_batch_size,
             delay_s=args.engine_delay_s,
             fail_on_id=args.engine_fail_on_id,
+            hang_on_id=args.engine_hang_on_id,
             num_labels=manifest.num_labels,
         )
 

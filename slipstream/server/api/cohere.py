@@ -22,7 +22,7 @@ from slipstream.batching.errors import InvalidInput, UnknownConsumerGroup
 from slipstream.defaults import DEFAULT_CONSUMER_GROUP
 from slipstream.server.errors import INFERENCE_ERRORS
 from slipstream.server.middleware import timing_headers
-from slipstream.server.openapi import INT32_MAX, nullable_integer
+from slipstream.server.openapi import INT32_MAX
 from slipstream.server.ranking import Ranking, rank, require_one_label
 from slipstream.server.state import service_state
 
@@ -49,7 +49,6 @@ class RerankOptions(msgspec.Struct, kw_only=True):
         Meta(
             description="Return only the best n; all of them when absent, 0, or more than there are documents.",
             examples=[3],
-            extra_json_schema=nullable_integer(0),
         ),
     ] = None
 
@@ -71,7 +70,6 @@ class CohereRerankRequest(RerankOptions, kw_only=True):
         Annotated[int, Meta(ge=1, le=INT32_MAX)] | None,
         Meta(
             description="Accepted for Cohere clients; a document longer than the model's window is truncated.",
-            extra_json_schema=nullable_integer(1),
         ),
     ] = None
 
@@ -86,14 +84,12 @@ class CohereV2RerankRequest(RerankOptions, kw_only=True):
                 "pairs are cut to the model's window (the document's end goes first)."
             ),
             examples=[512],
-            extra_json_schema=nullable_integer(1),
         ),
     ] = None
     priority: Annotated[
         Annotated[int, Meta(ge=0, le=INT32_MAX)] | None,
         Meta(
             description="Accepted for Cohere clients; requests are served in arrival order.",
-            extra_json_schema=nullable_integer(0),
         ),
     ] = None
 

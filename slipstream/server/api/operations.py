@@ -129,7 +129,7 @@ def group_info(group: ConsumerGroup) -> GroupInfo:
     return GroupInfo(**msgspec.structs.asdict(readers[0]), consumer_group=group.name, readers=readers)
 
 
-@get("/info", summary="Models, labels, devices and batching per consumer group and reader")
+@get("/info", summary="Models, labels, devices and batching per consumer group and reader", responses=error_specs(401))
 async def info(request: Request[Any, Any, Any]) -> InfoResponse:
     """Every consumer group with a loaded reader; readers still exporting or loading, and failed ones,
     are listed by the management API."""
@@ -137,7 +137,12 @@ async def info(request: Request[Any, Any, Any]) -> InfoResponse:
     return InfoResponse(version=__version__, groups={name: group_info(g) for name, g in groups.items() if g.readers})
 
 
-@get("/metrics", summary="Prometheus metrics", media_type=CONTENT_TYPE_LATEST)
+@get(
+    "/metrics",
+    summary="Prometheus metrics (the text exposition format)",
+    media_type=CONTENT_TYPE_LATEST,
+    responses=error_specs(401),
+)
 async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
     return Response(service_state(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
 

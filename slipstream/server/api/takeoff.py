@@ -13,17 +13,20 @@ from slipstream.batching.errors import InvalidInput
 from slipstream.defaults import DEFAULT_CONSUMER_GROUP
 from slipstream.server.disconnect import run_unless_disconnected
 from slipstream.server.errors import INFERENCE_ERRORS, error_specs
-from slipstream.server.inputs import TextsOrPairs, parse_takeoff
+from slipstream.server.inputs import TakeoffTexts, parse_takeoff
 from slipstream.server.middleware import timing_headers
 from slipstream.server.scores import activate
 from slipstream.server.state import service_state
 
 ActivationChoice = Literal["none", "softmax", "sigmoid", "auto"]
+# A deadline longer than an hour is a mistake, not a deadline.
+MAX_TIMEOUT_MS = 3_600_000.0
 
 
 class ClassifyRequest(msgspec.Struct, kw_only=True):
     text: Annotated[
-        TextsOrPairs, Meta(description="A string, a list of strings (a batch), or a list of [first, second] pairs.")
+        TakeoffTexts,
+        Meta(description="A string, a list of strings (a batch), or a list of [first, second] pairs."),
     ]
     consumer_group: Annotated[str, Meta(description="Which model serves it.")] = DEFAULT_CONSUMER_GROUP
     activation: Annotated[
@@ -34,7 +37,10 @@ class ClassifyRequest(msgspec.Struct, kw_only=True):
     truncate: Annotated[
         bool | None, Meta(description="false: an over-long input is an error (422) instead of being truncated.")
     ] = None
-    timeout_ms: Annotated[float | None, Meta(description="Deadline: 504 if the work has not started within it.")] = None
+    timeout_ms: Annotated[
+        Annotated[float, Meta(gt=0, le=MAX_TIMEOUT_MS)] | None,
+        Meta(description="Deadline in milliseconds: 504 if the work has not started within it."),
+    ] = None
 
 
 class ClassifyResponse(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -56,11 +62,7 @@ class TokenizeResponse(msgspec.Struct):
 
 
 def _timeout_s(timeout_ms: float | None) -> float | None:
-    if timeout_ms is None:
-        return None
-    if not timeout_ms > 0:
-        raise InvalidInput("timeout_ms must be positive")
-    return timeout_ms / 1000.0
+    return None if timeout_ms is None else timeout_ms / 1000.0
 
 
 @post("/classify", status_code=200, summary="Classify texts or pairs (Takeoff)", responses=INFERENCE_ERRORS)
@@ -92,7 +94,10 @@ async def tokenize(request: Request[Any, Any, Any], reader_id: str, data: Tokeni
     state = service_state(request)
     reader = state.reader_model(reader_id)
     loop = asyncio.get_running_loop()
-    tokens = await loop.run_in_executor(state.tokenizer_executor, reader.tokens, data.text)
+    try:
+        tokens = await loop.run_in_executor(state.tokenizer_executor, reader.tokens, data.text)
+    except Exception as exc:  # the tokenizer refused this text: this request's failure only
+        raise InvalidInput(f"the text could not be tokenized: {exc}") from None
     return TokenizeResponse(tokens=tokens, tokens_count=len(tokens))
 
 

@@ -21,7 +21,7 @@ from slipstream.defaults import DEFAULT_CONSUMER_GROUP
 from slipstream.server.api.operations import ReadyResponse, readiness
 from slipstream.server.disconnect import run_unless_disconnected
 from slipstream.server.errors import INFERENCE_ERRORS, MalformedRequest, error_specs
-from slipstream.server.inputs import TextsOrPairs, parse_tei
+from slipstream.server.inputs import TeiInputs, parse_tei
 from slipstream.server.middleware import timing_headers
 from slipstream.server.openapi import one_of
 from slipstream.server.ranking import rank, require_one_label
@@ -29,12 +29,18 @@ from slipstream.server.scores import activate, tei_activation
 from slipstream.server.state import service_state
 
 TruncationDirectionTEI = Literal["Right", "Left", "right", "left"]
+# An integer as JSON Schema counts them (3 and 3.0 alike), which msgspec's strict
+# int would refuse for 3.0: a float that must be a whole number, typed integer.
+TopN = Annotated[float, Meta(ge=1, multiple_of=1, extra_json_schema={"type": "integer"})]
 
 
 class PredictRequest(msgspec.Struct, kw_only=True):
     inputs: Annotated[
-        TextsOrPairs,
-        Meta(description="TEI: a string; [a, b] is ONE pair; a batch is [[text], [a, b], ...] (or bare strings)."),
+        TeiInputs,
+        Meta(
+            description="TEI: a string; [a] or [a, b] is ONE input (a text, a pair); a batch is a list of "
+            '[text], [a, b] or strings, with at least one list: [["a"], ["a", "b"], "c"].'
+        ),
     ]
     raw_scores: Annotated[bool, Meta(description="Raw logits instead of softmax (sigmoid for one label).")] = False
     truncate: Annotated[bool | None, Meta(description="Truncate over-long inputs; absent: the group's default.")] = None
@@ -51,12 +57,12 @@ class Prediction(msgspec.Struct):
 
 class RerankRequest(msgspec.Struct, kw_only=True):
     query: Annotated[str, Meta(description="The query, first text of every pair.")]
-    texts: Annotated[list[str], Meta(description="Documents to rank against the query.")]
+    texts: Annotated[list[str], Meta(min_length=1, description="Documents to rank against the query.")]
     raw_scores: Annotated[bool, Meta(description="Raw logits instead of sigmoid scores.")] = False
     return_text: Annotated[bool, Meta(description="Echo each document in its result.")] = False
     truncate: Annotated[bool | None, Meta(description="Truncate over-long pairs; absent: the group's default.")] = None
     truncation_direction: Annotated[TruncationDirectionTEI, Meta(description="Which end to cut.")] = "Right"
-    top_n: Annotated[int | None, Meta(description="Return only the best n.")] = None
+    top_n: Annotated[TopN | None, Meta(description="Return only the best n.")] = None
     consumer_group: Annotated[str, Meta(description="Slipstream extension: which model serves it.")] = (
         DEFAULT_CONSUMER_GROUP
     )
@@ -107,16 +113,12 @@ async def predict(
 async def rerank_response(request: Request[Any, Any, Any], data: RerankRequest) -> Response[list[Rank]]:
     group = service_state(request).group(data.consumer_group)
     require_one_label(group)
-    if not data.texts:
-        raise InvalidInput("texts: the list is empty")
-    if data.top_n is not None and data.top_n < 1:
-        raise InvalidInput("top_n must be at least 1")
     ranking = await rank(
         request,
         group,
         data.query,
         data.texts,
-        top_n=data.top_n,
+        top_n=None if data.top_n is None else int(data.top_n),
         raw_scores=data.raw_scores,
         truncate=data.truncate,
         direction=_direction(data.truncation_direction),
