@@ -70,16 +70,49 @@ class StrictJSONBody(AbstractDTO[Any]):
         found = self._by_handler.get(id(handler))
         if found is None:
             found = self._by_handler[id(handler)] = (handler, self._decoders[handler.handler_id])
-        decoder = found[1]
-        try:
-            return decoder.decode(value)
-        except msgspec.ValidationError as exc:  # JSON, but not the shape the route takes
-            raise InvalidInput(str(exc)) from None
-        except msgspec.DecodeError as exc:
-            raise MalformedRequest(f"the body is not valid JSON: {exc}") from None
+        return decode_body(found[1], value)
 
     def decode_builtins(self, value: dict[str, Any]) -> Any:
         raise MalformedRequest("the body must be JSON")  # form-encoded bodies are not accepted
+
+
+def decode_body(decoder: msgspec.json.Decoder[Any], value: bytes) -> Any:
+    """`value` decoded by `decoder`, strictly; 400 for a body that is not JSON, 422 for the wrong shape.
+
+    JSON Schema counts 3.0 as an integer, msgspec's strict int does not: a body
+    refused only for that is decoded again with its whole floats read as ints.
+    A body the first pass accepts (every valid one without such numbers) pays
+    nothing for it.
+    """
+    try:
+        return decoder.decode(value)
+    except msgspec.ValidationError as exc:  # JSON, but not the shape the route takes
+        try:
+            return msgspec.convert(_whole_floats_as_ints(msgspec.json.decode(value), _MAX_DEPTH), decoder.type)
+        except (msgspec.DecodeError, _TooDeep, RecursionError):  # not JSON after all, or nested too deep
+            raise InvalidInput(str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise MalformedRequest(f"the body is not valid JSON: {exc}") from None
+
+
+# Deeper than any body type nests (an object, a list, a pair, a number).
+_MAX_DEPTH = 8
+
+
+class _TooDeep(Exception):
+    pass
+
+
+def _whole_floats_as_ints(value: Any, depth: int) -> Any:
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else value
+    if isinstance(value, list | dict):
+        if depth == 0:
+            raise _TooDeep
+        if isinstance(value, list):
+            return [_whole_floats_as_ints(item, depth - 1) for item in value]
+        return {key: _whole_floats_as_ints(item, depth - 1) for key, item in value.items()}
+    return value
 
 
 def body_types(app: Litestar) -> list[type[msgspec.Struct]]:

@@ -24,7 +24,7 @@ from slipstream.batching.errors import InvalidInput
 from slipstream.server.api.takeoff import ClassifyRequest, TokenizeRequest
 from slipstream.server.api.tei import PredictRequest, RerankRequest
 from slipstream.server.app import create_app
-from slipstream.server.body import schema_components
+from slipstream.server.body import decode_body, schema_components
 from slipstream.server.config import build_settings
 from slipstream.server.inputs import parse_takeoff, parse_tei
 from tests.batching.fakes import RecordingEngine
@@ -48,10 +48,13 @@ def validator(body_type: type[msgspec.Struct]) -> jsonschema_rs.Draft202012Valid
 VALIDATORS = {body_type: validator(body_type) for body_type in PARSERS}
 
 
+DECODERS = {body_type: msgspec.json.Decoder(body_type) for body_type in PARSERS}
+
+
 def accepted(body_type: type[msgspec.Struct], raw: bytes) -> bool:
     try:
-        PARSERS[body_type](msgspec.json.decode(raw, type=body_type))
-    except (msgspec.ValidationError, InvalidInput):
+        PARSERS[body_type](decode_body(DECODERS[body_type], raw))
+    except InvalidInput:
         return False
     return True
 

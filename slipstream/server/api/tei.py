@@ -9,7 +9,8 @@ from typing import Annotated, Any, Literal, cast
 
 import msgspec
 import numpy as np
-from litestar import Request, Response, get, post
+from litestar import Request, Response, get, post, route
+from litestar.enums import HttpMethod
 from litestar.openapi.spec import Example, OpenAPIMediaType, Operation, Reference, RequestBody, Schema
 from msgspec import Meta
 from tokenizers import Encoding
@@ -29,9 +30,6 @@ from slipstream.server.scores import activate, tei_activation
 from slipstream.server.state import service_state
 
 TruncationDirectionTEI = Literal["Right", "Left", "right", "left"]
-# An integer as JSON Schema counts them (3 and 3.0 alike), which msgspec's strict
-# int would refuse for 3.0: a float that must be a whole number, typed integer.
-TopN = Annotated[float, Meta(ge=1, multiple_of=1, extra_json_schema={"type": "integer"})]
 
 
 class PredictRequest(msgspec.Struct, kw_only=True):
@@ -62,7 +60,7 @@ class RerankRequest(msgspec.Struct, kw_only=True):
     return_text: Annotated[bool, Meta(description="Echo each document in its result.")] = False
     truncate: Annotated[bool | None, Meta(description="Truncate over-long pairs; absent: the group's default.")] = None
     truncation_direction: Annotated[TruncationDirectionTEI, Meta(description="Which end to cut.")] = "Right"
-    top_n: Annotated[TopN | None, Meta(description="Return only the best n.")] = None
+    top_n: Annotated[Annotated[int, Meta(ge=1)] | None, Meta(description="Return only the best n.")] = None
     consumer_group: Annotated[str, Meta(description="Slipstream extension: which model serves it.")] = (
         DEFAULT_CONSUMER_GROUP
     )
@@ -118,7 +116,7 @@ async def rerank_response(request: Request[Any, Any, Any], data: RerankRequest) 
         group,
         data.query,
         data.texts,
-        top_n=None if data.top_n is None else int(data.top_n),
+        top_n=data.top_n,
         raw_scores=data.raw_scores,
         truncate=data.truncate,
         direction=_direction(data.truncation_direction),
@@ -344,4 +342,12 @@ async def decode(request: Request[Any, Any, Any], data: DecodeTEIRequest) -> lis
     )
 
 
-ROUTES = [predict, rerank, root, root_ready, tokenize, decode]
+@route("/", http_method=[HttpMethod.OPTIONS], include_in_schema=False, status_code=204)
+async def root_options() -> Response[None]:
+    """Both methods of `/`: Litestar's own OPTIONS answer for a path lists only the methods of the
+    first handler registered there."""
+    return Response(None, status_code=204, headers={"Allow": "GET, OPTIONS, POST"})
+
+
+# root_options first: a path's OPTIONS handler must be there before its other handlers.
+ROUTES = [predict, rerank, root_options, root, root_ready, tokenize, decode]
