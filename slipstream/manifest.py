@@ -28,6 +28,11 @@ MANIFEST_FILE = "manifest.json"
 TOKENIZER_FILE = "tokenizer.json"
 
 VariantName = Literal["fp32", "int8", "fp16"]
+# How engines run a variant so that an item's logits cannot depend on its batch:
+# "batched": any batch, padded to any length (the kernels are row-independent);
+# "per_item": each item alone, unpadded (dynamic int8 quantizes activations with
+# one scale per run, so batch-mates and padding would change an item's result).
+Execution = Literal["batched", "per_item"]
 Activation = Literal["softmax", "sigmoid", "none"]
 ProblemType = Literal["single_label_classification", "multi_label_classification", "regression"]
 
@@ -49,6 +54,49 @@ class Validation(msgspec.Struct, frozen=True, kw_only=True):
     criteria: str  # human-readable acceptance rule this variant was held to
 
 
+class Fidelity(msgspec.Struct, frozen=True, kw_only=True):
+    """How one variant agrees with the fp32 variant on the export's real-text set
+    (queries and passages from the Python documentation, run as engines run them)."""
+
+    task: Literal["rerank", "classification"]  # rerank: one logit, ranked within each query
+    n_queries: int  # rerank: queries ranked; classification: 0
+    n_inputs: int
+    top1_agreement: float  # rerank: same best passage per query; classification: same arg-max label
+    spearman_per_query: float | None  # rerank: mean per-query Spearman of the scores; None otherwise
+    max_abs_diff: float  # largest |logit - fp32 logit|
+    meets_bars: bool  # whether it met `criteria`; only such a variant is served without being asked for
+    criteria: str
+
+
+class Invariance(msgspec.Struct, frozen=True, kw_only=True):
+    """How far an item's logits may move with what shares its run: batch-mates,
+    its position in the batch, the padded length, runs executing in parallel."""
+
+    devices: list[str]  # "cpu", or the GPU devices ("cuda", "tensorrt")
+    guarantee: Literal["bitwise", "tolerance"]
+    max_abs_diff: float  # the bound on |co-batched - alone|: 0.0 when bitwise
+    # What export measured on this kind of device; None where it had none (a GPU).
+    measured_max_abs_diff: float | None
+    n_inputs: int  # inputs measured (0 when not measured)
+    basis: str  # why the bound holds, and where it was measured
+
+
+class Quantization(msgspec.Struct, frozen=True, kw_only=True):
+    """How an int8 variant was made, decided and recorded at export."""
+
+    method: Literal["dynamic"]  # weights int8 ahead of time, activations quantized per run
+    op_types: list[str]
+    per_channel: bool
+    # 7-bit weights: needed where the CPU lacks VNNI (u8s8 kernels saturate 16-bit sums).
+    reduce_range: bool
+    # CPU flags (any one of them) this variant's weights need to compute without
+    # saturating; engines skip the variant on a CPU without them. Empty: any x86-64 CPU.
+    needs_any_cpu_flag: list[str] = []
+    nodes_kept_fp32: list[str] = []  # the most sensitive MatMuls, left in fp32
+    smoothing_alpha: float | None = None  # activation outliers moved into the weights (SmoothQuant)
+    exported_on: str = ""  # the CPU and its flags that mattered, where the choice was made
+
+
 class Variant(msgspec.Struct, frozen=True, kw_only=True):
     name: VariantName
     file: str
@@ -57,6 +105,23 @@ class Variant(msgspec.Struct, frozen=True, kw_only=True):
     # The devices this variant is meant for: int8 for CPU, fp16 for GPU, fp32 any.
     intended_devices: list[str]
     validation: Validation
+    # None: written before Slipstream recorded it; see `runs_per_item`.
+    execution: Execution | None = None
+    fidelity: Fidelity | None = None  # None for fp32 (the reference) and older artifacts
+    invariance: list[Invariance] = []
+    quantization: Quantization | None = None
+
+    @property
+    def runs_per_item(self) -> bool:
+        """Whether engines must run each item alone, unpadded. Artifacts from before
+        the field existed had only dynamically quantized int8 variants needing it."""
+        if self.execution is None:
+            return self.name == "int8"
+        return self.execution == "per_item"
+
+    def invariance_on(self, device: str) -> Invariance | None:
+        """The batch-invariance guarantee recorded for `device` ("cpu", "cuda", "tensorrt")."""
+        return next((record for record in self.invariance if device in record.devices), None)
 
 
 class Source(msgspec.Struct, frozen=True, kw_only=True):

@@ -41,7 +41,6 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer, BertForSequenceClassification, PreTrainedTokenizerBase
 
-from slipstream.default_model.corpus import CorpusSettings, Passage, Query, build_passages, draw_query
 from slipstream.default_model.recipe import (
     CLASSIC_DOCUMENTS,
     CLASSIC_MIN_MARGIN,
@@ -51,6 +50,7 @@ from slipstream.default_model.recipe import (
     DistillRecipe,
     DistillReport,
 )
+from slipstream.export.corpus import CorpusSettings, Passage, Query, build_passages, draw_query
 from slipstream.export.validation import spearman
 
 # Held-out pairs are scored whole, as the served model sees them (the teacher

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import msgspec
 
-from slipstream.default_model.corpus import CorpusSettings
+from slipstream.export.corpus import CorpusSettings
 
 # The classic sanity check for a reranker: the puppy must win clearly.
 CLASSIC_QUERY = "What colour is the dog?"

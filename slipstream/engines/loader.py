@@ -17,6 +17,7 @@ from slipstream.engines.platform import (
     CUDA_PROVIDER,
     TENSORRT_PROVIDER,
     Platform,
+    cpu_flags,
     probe_platform,
 )
 from slipstream.engines.selection import choose_variant, device_problem, next_device, resolve_device
@@ -112,7 +113,7 @@ def _load_on(
     settings: EngineSettings,
     platform: Platform,
 ) -> OnnxEngine:
-    variant_name = choose_variant(manifest, device, requested_variant)
+    variant_name = choose_variant(manifest, device, requested_variant, cpu_flags() if device == "cpu" else None)
     variant = manifest.variant(variant_name)
     try:
         model_path = verify_variant_file(artifact_dir, variant)
@@ -136,6 +137,8 @@ def _load_on(
             wide_runner = HostRunner(wide_session, manifest.output_name)
             wide_from_length = settings.cpu.wide_from_length
         options |= {"wide_from_length": str(wide_from_length), "wide_threads": str(wide)}
+        if variant.runs_per_item:
+            options["execution"] = "per_item"
         runner_of_bucket = [0] * len(buckets)
         providers = session.get_providers()
     elif device == "cuda":
@@ -173,9 +176,10 @@ def _load_on(
         parallel_runs=parallel_runs,
         fixed_shapes=device != "cpu",
         wide_from_length=wide_from_length,
+        per_item=variant.runs_per_item,
     )
     log.info(
-        "engine loaded: %s variant on %s (%s), %d buckets %s..%s, max batch %d, %d run(s) at once",
+        "engine loaded: %s variant on %s (%s), %d buckets %s..%s, max batch %d%s, %d run(s) at once",
         variant_name,
         device,
         ", ".join(spec.providers),
@@ -183,6 +187,7 @@ def _load_on(
         buckets[0],
         buckets[-1],
         settings.max_batch_size,
+        " (each item run alone, unpadded: batch-invariant)" if spec.per_item else "",
         parallel_runs,
     )
     return OnnxEngine(spec, runners, runner_of_bucket, wide_runner)

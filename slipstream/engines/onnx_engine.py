@@ -9,6 +9,13 @@ while nothing else runs uses a second session with every core instead (see
 it is one at a time: the device buffers are reused per shape. Several engines
 (e.g. one per consumer group) may run concurrently; on a CPU they then share
 the cores, so give each fewer `cpu.parallel_runs`.
+
+Batch invariance: an item's logits never depend on what else is in its batch.
+A variant whose kernels are row-independent (fp32, fp16) runs batches as they
+come; one that is not (dynamic int8: one activation scale per run) runs each
+item alone, cut to its own length (`per_item.py`), and tells the batcher to
+send one item per batch so that the items of a request still spread over the
+parallel runs.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import onnxruntime as ort
 
 from slipstream.engines.base import EngineDescription, EngineError, Float32Array, Int64Array
 from slipstream.engines.buckets import bucket_index
+from slipstream.engines.per_item import run_each_item_alone
 from slipstream.engines.run_slots import RunSlots
 
 
@@ -70,6 +78,8 @@ class EngineSpec:
     # CPU: batches at least this long run alone on the wide runner (every
     # core); 0 = no wide runner.
     wide_from_length: int = 0
+    # Each item runs alone, unpadded (the variant's manifest says it must).
+    per_item: bool = False
 
 
 class OnnxEngine:
@@ -106,7 +116,9 @@ class OnnxEngine:
 
     @property
     def max_batch_size(self) -> int:
-        return self._spec.max_batch_size
+        """Items the batcher should put in one batch: 1 for a per-item engine
+        (whose `run` still accepts up to the configured maximum)."""
+        return 1 if self._spec.per_item else self._spec.max_batch_size
 
     @property
     def parallel_runs(self) -> int:
@@ -162,7 +174,7 @@ class OnnxEngine:
                 runner = self._runners[self._runner_of_bucket[bucket]]
                 if wide and self._wide_runner is not None:
                     runner = self._wide_runner
-                logits = runner.run(feeds)
+                logits = run_each_item_alone(runner.run, feeds) if self._spec.per_item else runner.run(feeds)
         except Exception as exc:  # ORT raises its own exception types
             raise EngineError(f"inference failed on a [{batch}, {edge}] batch: {exc}") from exc
         return np.ascontiguousarray(logits, dtype=np.float32)

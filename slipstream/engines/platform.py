@@ -1,4 +1,4 @@
-"""What this machine offers ONNX Runtime: providers, GPU, TensorRT, CPU cores.
+"""What this machine offers ONNX Runtime: providers, GPU, TensorRT, CPU cores and flags.
 
 `onnxruntime.get_available_providers()` lists what the installed build was
 compiled with, not what can run: onnxruntime-gpu lists TensorRT even when
@@ -146,3 +146,34 @@ def physical_cores() -> int:
     if limit is not None:
         count = min(count, max(1, math.ceil(limit)))
     return count
+
+
+# Integer dot-product instructions that accumulate u8 x s8 products in 32 bits.
+# Without one, ONNX Runtime's u8s8 kernels (AVX2 / AVX-512BW vpmaddubsw) sum
+# pairs of products in 16 bits, which saturates on full-range (8-bit) weights.
+VNNI_FLAGS: tuple[str, ...] = ("avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
+    """The CPU's feature flags as Linux names them (lscpu's Flags); empty where unknown."""
+    try:
+        with open(cpuinfo, encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key.strip() in ("flags", "Features"):
+                    return frozenset(value.split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def cpu_model_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    try:
+        with open(cpuinfo, encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    return value.strip()
+    except OSError:
+        pass
+    return "unknown CPU"

@@ -1,8 +1,10 @@
 """`export_model`: a Hugging Face classifier -> a validated Slipstream artifact.
 
 Steps: load (PyTorch) -> ONNX (optimum) -> fuse (onnxruntime.transformers) ->
-variants (fp32 / int8 / fp16) -> validate each against PyTorch -> tokenizer.json
--> manifest.json, all inside a staging directory renamed into place at the end.
+variants (fp32 / int8 / fp16) -> validate each against PyTorch on canned inputs
+-> measure each against fp32 on real text (fidelity) and alone against
+co-batched (batch invariance) -> tokenizer.json -> manifest.json, all inside a
+staging directory renamed into place at the end.
 """
 
 from __future__ import annotations
@@ -22,13 +24,18 @@ from slipstream.export import canned_inputs
 from slipstream.export.architectures import SUPPORTED_ARCHITECTURES
 from slipstream.export.artifact_dir import check_destination, publish, staging_directory
 from slipstream.export.errors import ExportError
+from slipstream.export.fidelity import FidelitySettings
 from slipstream.export.graph_optimization import OptimizationOptions
 from slipstream.manifest import (
     FORMAT_VERSION,
     TOKENIZER_FILE,
     Activation,
+    Execution,
+    Fidelity,
+    Invariance,
     Manifest,
     ProblemType,
+    Quantization,
     Source,
     Validation,
     Variant,
@@ -40,12 +47,16 @@ from slipstream.manifest import (
 if TYPE_CHECKING:
     from transformers import PretrainedConfig
 
+    from slipstream.export.fidelity import FidelitySet, Logits
+
 ALL_VARIANTS: tuple[str, ...] = get_args(VariantName)
 INTENDED_DEVICES: dict[str, list[str]] = {
     "fp32": ["cpu", "cuda", "tensorrt"],
     "int8": ["cpu"],
     "fp16": ["cuda", "tensorrt"],
 }
+# Dynamic int8 quantizes activations with one scale per run: batch-invariant only run per item.
+EXECUTION: dict[str, Execution] = {"fp32": "batched", "int8": "per_item", "fp16": "batched"}
 ACTIVATIONS: dict[str, Activation] = {
     "single_label_classification": "softmax",
     "multi_label_classification": "sigmoid",
@@ -64,8 +75,8 @@ def _silent(message: str) -> None:
 class ExportOutcome:
     manifest: Manifest
     output_dir: Path
-    # Variants that were asked for but failed validation, and why; not written.
-    rejected: dict[str, Validation] = field(default_factory=dict)
+    # Variants that were asked for but not written, and why (validation, fidelity or invariance).
+    rejected: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
 
 
@@ -87,11 +98,9 @@ def resolve_variants(variants: Sequence[str] | None) -> tuple[str, ...]:
     unknown = [name for name in chosen if name not in ALL_VARIANTS]
     if unknown:
         raise ExportError(f"unknown variant(s) {unknown}; choose from {list(ALL_VARIANTS)}")
-    if "fp32" not in chosen:
-        # fp32 is the reference every other variant is derived from and the
-        # fallback for every device; an artifact always carries it.
-        chosen = ("fp32", *chosen)
-    return chosen
+    # fp32 is the reference every other variant is derived from and measured
+    # against, and the fallback for every device: always there, always first.
+    return ("fp32", *(name for name in chosen if name != "fp32"))
 
 
 def problem_type_of(config: PretrainedConfig) -> ProblemType:
@@ -151,13 +160,20 @@ def export_artifact(
     opset: int | None = None,
     max_length: int | None = None,
     optimization: OptimizationOptions | None = None,
+    fidelity: FidelitySettings | None = None,
+    keep_unfaithful: bool = False,
     progress: Progress = _silent,
 ) -> ExportOutcome:
     """Export and validate; see `export_model`. Also reports rejected variants.
 
     `optimization` overrides the graph fusion and int8 quantization settings
     (defaults: `OptimizationOptions()`), e.g. to compare alternatives with
-    `python -m benchmarks.offline --extra NAME=MODEL.onnx`."""
+    `python -m benchmarks.offline --extra NAME=MODEL.onnx`. `fidelity` sizes
+    the real-text set variants are measured on against fp32 (default: the
+    bars' 100 queries x 20 passages). `keep_unfaithful` writes a variant that
+    misses the fidelity bars anyway, as an opt-in variant (engines serve it
+    only when asked for by name) with its measured loss in the manifest."""
+    from slipstream.export.fidelity import build_fidelity_set, calibration_items, pad
     from slipstream.export.graph_optimization import convert_fp16, fuse_graph, quantize_int8
     from slipstream.export.onnx_graph import export_onnx, graph_output_names
     from slipstream.export.source import load_source
@@ -170,6 +186,7 @@ def export_artifact(
 
     started = time.perf_counter()
     optimization = optimization or OptimizationOptions()
+    fidelity_settings = fidelity or FidelitySettings()
     output_dir = Path(output_dir).expanduser()
     chosen = resolve_variants(variants)
     check_destination(output_dir, force=force)
@@ -209,28 +226,51 @@ def export_artifact(
             source.model, source.tokenizer, input_names=input_names, max_length=max_length
         )
 
+        progress(
+            f"building the fidelity set ({fidelity_settings.queries} queries x "
+            f"{fidelity_settings.passages_per_query} passages of real text)"
+        )
+        fidelity_set = build_fidelity_set(
+            rust_tokenizer, num_labels=int(config.num_labels), max_length=max_length, settings=fidelity_settings
+        )
+        calibration = [
+            pad([item], input_names)
+            for item in calibration_items(rust_tokenizer, max_length=max_length, settings=fidelity_settings)
+        ]
+
         written: dict[str, Variant] = {}
-        rejected: dict[str, Validation] = {}
-        builders: dict[str, Callable[[Path], None]] = {
-            "fp32": lambda path: None,
-            "int8": lambda path: quantize_int8(fp32_path, path, optimization.int8),
-            "fp16": lambda path: convert_fp16(fp32_path, path),
-        }
+        rejected: dict[str, str] = {}
+        reference: Logits | None = None
         for name in chosen:
             path = staging / f"model.{name}.onnx"
-            if name != "fp32":
-                progress(f"building the {name} variant")
-                builders[name](path)
-            progress(f"validating {name}")
+            quantization: Quantization | None = None
+            if name == "int8":
+                progress("building the int8 variant (smoothing calibrated on real text, then dynamic quantization)")
+                quantization = quantize_int8(fp32_path, path, optimization.int8, calibration=lambda: calibration)
+            elif name == "fp16":
+                progress("building the fp16 variant")
+                convert_fp16(fp32_path, path)
+            progress(f"validating {name} against PyTorch")
             validation = validate_variant(name, path, validation_set, providers=_validation_providers(name))
             if not validation.passed:
-                path.unlink(missing_ok=True)
-                rejected[name] = validation
                 if name == "fp32":
                     raise ExportError(f"the fp32 export does not match PyTorch: {_describe(validation)}")
-                progress(f"REJECTED {name}: {_describe(validation)}")
+                path.unlink(missing_ok=True)
+                rejected[name] = f"it does not match PyTorch: {_describe(validation)}"
+                progress(f"REJECTED {name}: {rejected[name]}")
                 continue
-            progress(f"{name} passed: {_describe(validation)}")
+            measured = _measure_served(name, path, fidelity_set, input_names, reference, fidelity_settings, progress)
+            if name == "fp32":
+                reference = measured.logits
+            problem = measured.problem(keep_unfaithful=keep_unfaithful)
+            if problem is not None:
+                if name == "fp32":
+                    raise ExportError(f"the fp32 export is not batch-invariant: {problem}")
+                path.unlink(missing_ok=True)
+                rejected[name] = problem
+                progress(f"REJECTED {name}: {problem}")
+                continue
+            progress(f"{name} passed: {_describe(validation)}; {measured.summary()}")
             written[name] = Variant(
                 name=name,  # type: ignore[arg-type]
                 file=path.name,
@@ -238,6 +278,10 @@ def export_artifact(
                 size_bytes=path.stat().st_size,
                 intended_devices=INTENDED_DEVICES[name],
                 validation=validation,
+                execution=EXECUTION[name],
+                fidelity=measured.fidelity,
+                invariance=measured.invariance,
+                quantization=quantization,
             )
 
         problem_type = problem_type_of(config)
@@ -268,6 +312,93 @@ def export_artifact(
     )
 
 
+@dataclass(frozen=True)
+class ServedMeasurement:
+    """One variant run on the fidelity set as engines run it."""
+
+    logits: Logits
+    fidelity: Fidelity | None  # None for fp32, the reference
+    invariance: list[Invariance]
+    cpu_measured: float | None  # max |co-batched - alone| on this CPU; None when not run on the CPU
+
+    def problem(self, *, keep_unfaithful: bool) -> str | None:
+        from slipstream.export.fidelity import CPU_INVARIANCE_BOUND, describe_fidelity
+
+        if self.cpu_measured is not None and self.cpu_measured > CPU_INVARIANCE_BOUND:
+            return (
+                f"an item's logits moved by {self.cpu_measured:.3g} between alone and co-batched "
+                f"(at most {CPU_INVARIANCE_BOUND:g} allowed on a CPU)"
+            )
+        if self.fidelity is not None and not self.fidelity.meets_bars and not keep_unfaithful:
+            return (
+                f"not faithful to fp32 on real text: {describe_fidelity(self.fidelity)}; "
+                "keep it as an opt-in variant with --keep-unfaithful"
+            )
+        return None
+
+    def summary(self) -> str:
+        from slipstream.export.fidelity import describe_fidelity
+
+        parts = []
+        if self.fidelity is not None:
+            opt_in = "" if self.fidelity.meets_bars else " -- OPT-IN ONLY, misses the bars"
+            parts.append(f"against fp32 {describe_fidelity(self.fidelity)}{opt_in}")
+        for record in self.invariance:
+            measured = "" if record.measured_max_abs_diff is None else f", measured {record.measured_max_abs_diff:.3g}"
+            parts.append(
+                f"batch invariance on {'/'.join(record.devices)}: {record.guarantee} "
+                f"(<= {record.max_abs_diff:.3g}{measured})"
+            )
+        return "; ".join(parts)
+
+
+def _measure_served(
+    name: str,
+    path: Path,
+    fidelity_set: FidelitySet,
+    input_names: list[str],
+    reference: Logits | None,
+    settings: FidelitySettings,
+    progress: Progress,
+) -> ServedMeasurement:
+    from slipstream.engines.platform import physical_cores
+    from slipstream.export.fidelity import (
+        co_batched_max_diff,
+        cpu_invariance,
+        gpu_invariance,
+        measure_fidelity,
+        run_all,
+        served,
+        session_runner,
+    )
+    from slipstream.export.graph_optimization import exporting_cpu
+
+    execution = EXECUTION[name]
+    providers = _validation_providers(name)
+    run = served(session_runner(path, providers=providers), execution)
+    progress(f"running {name} on the fidelity set ({len(fidelity_set.items)} inputs, {execution})")
+    logits = run_all(run, fidelity_set.items, input_names)
+    fidelity = None if reference is None else measure_fidelity(fidelity_set, reference, logits)
+    invariance: list[Invariance] = []
+    cpu_measured: float | None = None
+    # Measured where it will be served: on this CPU for the CPU variants (fp32, int8).
+    if providers == ["CPUExecutionProvider"] and "cpu" in INTENDED_DEVICES[name]:
+        runs = [run]
+        cores = physical_cores()
+        if cores > 1:  # the engine's wide runs use every core
+            runs.append(served(session_runner(path, threads=cores), execution))
+        step = max(1, len(fidelity_set.items) // settings.invariance_items)
+        sample = fidelity_set.items[::step][: settings.invariance_items]
+        cpu_measured, n_inputs = co_batched_max_diff(
+            runs, sample, input_names, batch_size=settings.invariance_batch_size, seed=settings.seed
+        )
+        invariance.append(cpu_invariance(cpu_measured, n_inputs, execution, exporting_cpu()[0]))
+    gpu = gpu_invariance(name, fidelity.max_abs_diff if fidelity is not None else None)
+    if gpu is not None:
+        invariance.append(gpu)
+    return ServedMeasurement(logits=logits, fidelity=fidelity, invariance=invariance, cpu_measured=cpu_measured)
+
+
 def _input_names(path: Path) -> list[str]:
     from slipstream.export.onnx_graph import graph_input_names
 
@@ -284,12 +415,16 @@ def export_model(
     opset: int | None = None,
     max_length: int | None = None,
     optimization: OptimizationOptions | None = None,
+    fidelity: FidelitySettings | None = None,
+    keep_unfaithful: bool = False,
     progress: Progress = _silent,
 ) -> Manifest:
     """Export `model` (hub id or save_pretrained directory) to `output_dir`.
 
     Writes model.<variant>.onnx for each requested variant that passes
-    validation, tokenizer.json and manifest.json, atomically. Raises ExportError
+    validation against PyTorch, is batch-invariant, and (reduced precision)
+    meets the fidelity bars against fp32 on real text, unless
+    `keep_unfaithful`; then tokenizer.json and manifest.json, atomically. Raises ExportError
     (one-line message) on bad input, if fp32 fails validation, or if
     `output_dir` exists and `force` is False. `max_length` caps the manifest's
     max_sequence_length below what the model accepts (e.g. 512 for ModernBERT). Variants that fail validation are
@@ -304,6 +439,8 @@ def export_model(
         opset=opset,
         max_length=max_length,
         optimization=optimization,
+        fidelity=fidelity,
+        keep_unfaithful=keep_unfaithful,
         progress=progress,
     ).manifest
 
@@ -312,6 +449,7 @@ __all__ = [
     "ALL_VARIANTS",
     "ExportError",
     "ExportOutcome",
+    "FidelitySettings",
     "OptimizationOptions",
     "default_variants",
     "export_artifact",

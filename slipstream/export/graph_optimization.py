@@ -8,32 +8,45 @@ docs/design-notes.md#graph-fusion and #int8-quantization-settings):
   contrib ops, which both the CPU and CUDA providers implement, and every
   provider still applies its own optimizations at session creation.
 * int8 is dynamic quantization of the fused graph (weights int8 ahead of time,
-  activations quantized on the fly). Quantizing after fusion lets ONNX Runtime
-  use its quantized attention kernel (QAttention). Weights are quantized per
-  output channel with a 7-bit range: on AVX2 CPUs without VNNI the u8s8 kernel
-  can saturate intermediate int16 sums, and the reduced range avoids that while
-  per-channel scales win back the precision. The embedding tables are quantized
-  too (Gather / EmbedLayerNormalization): that costs no speed and makes the
-  file several times smaller. Quantizing MatMul alone is slower than with
-  Attention included, and of the op sets and scale options tried this one
-  agreed best with PyTorch at the same speed.
+  activations quantized on the fly, one scale per run, which is why engines
+  run it one item at a time: see slipstream/engines/per_item.py). Quantizing
+  after fusion lets ONNX Runtime use its quantized attention kernel
+  (QAttention); quantizing MatMul alone is slower. Before quantizing,
+  activation outliers are moved into the weights (smoothing.py), calibrated
+  on real text: without it the int8 ranking is not faithful to fp32. Weights
+  are quantized per output channel. Their range is chosen here, at export,
+  from this CPU's flags and recorded in the manifest: full 8-bit on a CPU
+  with VNNI (more precise), 7-bit (`reduce_range`) without it, where the u8s8
+  kernel would saturate intermediate int16 sums of full-range weights; an
+  engine on a CPU without VNNI skips a full-range variant. The embedding
+  tables stay fp32: quantizing them saves file size, not time, and costs
+  fidelity.
 * fp16 converts the fused graph with input and output types kept (int64 ids in,
   fp32 logits out), so clients never see half precision.
 """
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import msgspec
 
+from slipstream.engines.platform import VNNI_FLAGS, cpu_flags, cpu_model_name
 from slipstream.export.architectures import SUPPORTED_ARCHITECTURES
+from slipstream.export.smoothing import Feeds, smooth_file
+from slipstream.manifest import Quantization
 
 
 class Int8Options(msgspec.Struct, frozen=True, kw_only=True):
-    op_types: tuple[str, ...] = ("MatMul", "Attention", "Gather", "EmbedLayerNormalization")
+    op_types: tuple[str, ...] = ("MatMul", "Attention")
     per_channel: bool = True
-    reduce_range: bool = True
+    # None: decided from this CPU's flags (full range with VNNI, 7-bit without).
+    reduce_range: bool | None = None
+    # SmoothQuant's migration strength; None: no smoothing.
+    smoothing_alpha: float | None = 0.9
+    nodes_kept_fp32: tuple[str, ...] = ()
 
 
 class OptimizationOptions(msgspec.Struct, frozen=True, kw_only=True):
@@ -71,20 +84,60 @@ def fuse_graph(raw_path: Path, fused_path: Path, *, model_type: str, fuse: bool 
     return any(count for count in stats.values())
 
 
-def quantize_int8(fp32_path: Path, int8_path: Path, options: Int8Options | None = None) -> None:
+def exporting_cpu() -> tuple[str, frozenset[str]]:
+    """This CPU's model name and the flags that decide the int8 weight range."""
+    flags = cpu_flags()
+    shown = [flag for flag in (*VNNI_FLAGS, "avx512bw", "avx2") if flag in flags]
+    return f"{cpu_model_name()} ({', '.join(shown) or 'no AVX2'})", flags
+
+
+def quantize_int8(
+    fp32_path: Path,
+    int8_path: Path,
+    options: Int8Options | None = None,
+    calibration: Callable[[], Iterable[Feeds]] | None = None,
+) -> Quantization:
+    """Write the int8 variant; return how it was made (for the manifest)."""
     from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     options = options or Int8Options()
-    quantize_dynamic(
-        fp32_path,
-        int8_path,
-        op_types_to_quantize=list(options.op_types),
+    where, flags = exporting_cpu()
+    has_vnni = bool(flags & set(VNNI_FLAGS))
+    reduce_range = (not has_vnni) if options.reduce_range is None else options.reduce_range
+    smoothing = options.smoothing_alpha if calibration is not None else None
+    with tempfile.TemporaryDirectory(prefix="slipstream-int8-") as scratch:
+        source = fp32_path
+        if smoothing is not None and calibration is not None:
+            source = Path(scratch) / "model.smoothed.onnx"
+            smooth_file(
+                fp32_path,
+                source,
+                op_types=options.op_types,
+                skip=options.nodes_kept_fp32,
+                alpha=smoothing,
+                calibration=calibration,
+            )
+        quantize_dynamic(
+            source,
+            int8_path,
+            op_types_to_quantize=list(options.op_types),
+            per_channel=options.per_channel,
+            reduce_range=reduce_range,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=list(options.nodes_kept_fp32),
+            # Fused contrib ops have no shape-inference types; their outputs are fp32.
+            extra_options={"DefaultTensorType": TensorProto.FLOAT},
+        )
+    return Quantization(
+        method="dynamic",
+        op_types=list(options.op_types),
         per_channel=options.per_channel,
-        reduce_range=options.reduce_range,
-        weight_type=QuantType.QInt8,
-        # Fused contrib ops have no shape-inference types; their outputs are fp32.
-        extra_options={"DefaultTensorType": TensorProto.FLOAT},
+        reduce_range=reduce_range,
+        needs_any_cpu_flag=[] if reduce_range else list(VNNI_FLAGS),
+        nodes_kept_fp32=list(options.nodes_kept_fp32),
+        smoothing_alpha=smoothing,
+        exported_on=where,
     )
 
 

@@ -12,7 +12,7 @@ from slipstream.default_model.build import (
     read_record,
     recipe_key,
 )
-from slipstream.default_model.corpus import CorpusSettings
+from slipstream.export.corpus import CorpusSettings
 from slipstream.manifest import load_manifest
 from tests.default_model import quiet
 

@@ -1,4 +1,6 @@
-"""Training text for the default reranker, from what every Python install has.
+"""Real English text from what every Python install has: the default reranker's
+training text (`slipstream.default_model`) and the export's fidelity set
+(`slipstream.export.fidelity`).
 
 Passages are prose paragraphs of the Python documentation that ships with the
 interpreter: the language-reference topics behind ``help()`` (``pydoc_data``)
@@ -7,7 +9,9 @@ drawn from passages: either one sentence of a passage (the passage minus that
 sentence is then its positive) or a short key phrase cut from it.
 
 Everything here is plain Python and deterministic for a given interpreter
-version and seed; the cache key of the default model includes both.
+version and seed; the cache key of the default model includes both. It lives
+in the export stage because export may not import the default-model build,
+while the build may import export.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from slipstream.default_model.corpus import CorpusSettings, build_passages, draw_query
+from slipstream.export.corpus import CorpusSettings, build_passages, draw_query
 
 
 @pytest.fixture(scope="module")
