@@ -146,6 +146,8 @@ def _artifact_matches(artifact_dir: Path, origin: ArtifactOrigin) -> bool:
             verify_variant_file(artifact_dir, variant)
     except (OSError, msgspec.DecodeError, msgspec.ValidationError, ManifestError):
         return False
+    if any(variant.execution is None for variant in manifest.variants.values()):
+        return False  # exported before batch invariance and fidelity were measured and recorded
     return recorded.recipe_key == origin.recipe_key and recorded.weights_sha256 == origin.weights_sha256
 
 
@@ -172,7 +174,8 @@ def ensure_default_artifact(
         log(f"default artifact: {artifact_dir} already holds an export of this model; not exporting")
         return False
     log(f"default artifact: exporting {model_dir} to {artifact_dir}")
-    export_model(str(model_dir), artifact_dir, variants=variants, force=True, progress=log)
+    # A variant that misses the fidelity bars is kept as opt-in, its loss in the manifest and /info.
+    export_model(str(model_dir), artifact_dir, variants=variants, force=True, keep_unfaithful=True, progress=log)
     write_json(artifact_dir / BUILT_FROM_FILE, origin)
     return True
 

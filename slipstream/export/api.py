@@ -259,7 +259,17 @@ def export_artifact(
                 rejected[name] = f"it does not match PyTorch: {_describe(validation)}"
                 progress(f"REJECTED {name}: {rejected[name]}")
                 continue
-            measured = _measure_served(name, path, fidelity_set, input_names, reference, fidelity_settings, progress)
+            measured = _measure_served(
+                name,
+                path,
+                fidelity_set,
+                input_names,
+                reference,
+                fidelity_settings,
+                progress,
+                # fp32's logits on the set are only the reference for the other variants.
+                run_set=name != "fp32" or len(chosen) > 1,
+            )
             if name == "fp32":
                 reference = measured.logits
             problem = measured.problem(keep_unfaithful=keep_unfaithful)
@@ -316,7 +326,7 @@ def export_artifact(
 class ServedMeasurement:
     """One variant run on the fidelity set as engines run it."""
 
-    logits: Logits
+    logits: Logits | None  # None when not run on the whole set (fp32 alone needs no reference)
     fidelity: Fidelity | None  # None for fp32, the reference
     invariance: list[Invariance]
     cpu_measured: float | None  # max |co-batched - alone| on this CPU; None when not run on the CPU
@@ -360,6 +370,8 @@ def _measure_served(
     reference: Logits | None,
     settings: FidelitySettings,
     progress: Progress,
+    *,
+    run_set: bool,
 ) -> ServedMeasurement:
     from slipstream.engines.platform import physical_cores
     from slipstream.export.fidelity import (
@@ -376,9 +388,11 @@ def _measure_served(
     execution = EXECUTION[name]
     providers = _validation_providers(name)
     run = served(session_runner(path, providers=providers), execution)
-    progress(f"running {name} on the fidelity set ({len(fidelity_set.items)} inputs, {execution})")
-    logits = run_all(run, fidelity_set.items, input_names)
-    fidelity = None if reference is None else measure_fidelity(fidelity_set, reference, logits)
+    logits: Logits | None = None
+    if run_set:
+        progress(f"running {name} on the fidelity set ({len(fidelity_set.items)} inputs, {execution})")
+        logits = run_all(run, fidelity_set.items, input_names)
+    fidelity = None if reference is None or logits is None else measure_fidelity(fidelity_set, reference, logits)
     invariance: list[Invariance] = []
     cpu_measured: float | None = None
     # Measured where it will be served: on this CPU for the CPU variants (fp32, int8).

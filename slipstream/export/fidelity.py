@@ -29,6 +29,7 @@ import numpy.typing as npt
 
 from slipstream.engines.per_item import run_each_item_alone
 from slipstream.export.corpus import CorpusSettings, Passage, build_passages, draw_query
+from slipstream.export.validation import spearman
 from slipstream.manifest import Execution, Fidelity, Invariance
 
 if TYPE_CHECKING:
@@ -212,15 +213,6 @@ def session_runner(
 
 
 # -- figures ----------------------------------------------------------------
-
-
-def spearman(a: npt.NDArray[np.floating], b: npt.NDArray[np.floating]) -> float:
-    """Spearman rank correlation; ties are ranked by position (stable sort), so it repeats exactly."""
-    rank_a = np.argsort(np.argsort(a, kind="stable"), kind="stable").astype(np.float64)
-    rank_b = np.argsort(np.argsort(b, kind="stable"), kind="stable").astype(np.float64)
-    if np.all(rank_a == rank_b):
-        return 1.0
-    return float(np.corrcoef(rank_a, rank_b)[0, 1])
 
 
 def fidelity_criteria(task: Task) -> str:

@@ -12,6 +12,7 @@ from slipstream import __version__
 from slipstream.batching.consumer_group import ConsumerGroup
 from slipstream.batching.errors import Unavailable
 from slipstream.batching.group import ModelGroup
+from slipstream.manifest import Fidelity, Invariance, Manifest
 from slipstream.server.errors import error_specs
 from slipstream.server.state import service_state
 
@@ -36,6 +37,17 @@ class BatchingInfo(msgspec.Struct, kw_only=True):
     truncate: bool
 
 
+class VariantInfo(msgspec.Struct, kw_only=True):
+    """One variant the artifact carries, as its export measured it."""
+
+    execution: str  # "batched" or "per_item" (each item run alone, unpadded)
+    # Against fp32 on the export's real-text set; None for fp32 itself (the reference).
+    fidelity: Fidelity | None
+    # Served only when asked for by name (`--variant`): it misses the fidelity bars, or predates them.
+    opt_in: bool
+    invariance: list[Invariance]
+
+
 class ReaderDetails(msgspec.Struct, kw_only=True):
     reader_id: str
     model: str
@@ -47,6 +59,11 @@ class ReaderDetails(msgspec.Struct, kw_only=True):
     max_sequence_length: int
     variant: str
     device: str
+    # The served variant's guarantee on this device: how far an item's logits may move with its batch.
+    batch_invariance: Invariance | None = None
+    # The served variant against fp32 (None when it is fp32).
+    fidelity: Fidelity | None = None
+    variants: dict[str, VariantInfo] = {}
     providers: list[str]
     engine_options: dict[str, str]
     batching: BatchingInfo
@@ -94,8 +111,21 @@ def readiness(request: Request[Any, Any, Any]) -> ReadyResponse:
     )
 
 
+def variant_infos(manifest: Manifest) -> dict[str, VariantInfo]:
+    return {
+        name: VariantInfo(
+            execution="per_item" if variant.runs_per_item else "batched",
+            fidelity=variant.fidelity,
+            opt_in=name != "fp32" and (variant.fidelity is None or not variant.fidelity.meets_bars),
+            invariance=variant.invariance,
+        )
+        for name, variant in manifest.variants.items()
+    }
+
+
 def reader_details(reader: ModelGroup) -> ReaderDetails:
     manifest, description, settings = reader.manifest, reader.description, reader.settings
+    served = manifest.variants.get(description.variant)
     return ReaderDetails(
         reader_id=reader.reader_id,
         model=manifest.source.model,
@@ -107,6 +137,9 @@ def reader_details(reader: ModelGroup) -> ReaderDetails:
         max_sequence_length=reader.max_length,
         variant=description.variant,
         device=description.device,
+        batch_invariance=None if served is None else served.invariance_on(description.device),
+        fidelity=None if served is None else served.fidelity,
+        variants=variant_infos(manifest),
         providers=description.providers,
         engine_options=description.options,
         batching=BatchingInfo(
