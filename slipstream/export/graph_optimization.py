@@ -46,7 +46,10 @@ class Int8Options(msgspec.Struct, frozen=True, kw_only=True):
     reduce_range: bool | None = None
     # SmoothQuant's migration strength; None: no smoothing.
     smoothing_alpha: float | None = 0.9
-    nodes_kept_fp32: tuple[str, ...] = ()
+    # The first N feed-forward output projections (the MatMuls reading a Gelu)
+    # stay fp32: the lowest layer's is the most sensitive to int8.
+    fp32_first_feed_forward_outputs: int = 1
+    nodes_kept_fp32: tuple[str, ...] = ()  # more nodes kept fp32, by name
 
 
 class OptimizationOptions(msgspec.Struct, frozen=True, kw_only=True):
@@ -84,6 +87,18 @@ def fuse_graph(raw_path: Path, fused_path: Path, *, model_type: str, fuse: bool 
     return any(count for count in stats.values())
 
 
+GELU_OPS = ("Gelu", "BiasGelu", "FastGelu")
+
+
+def feed_forward_outputs(path: Path) -> list[str]:
+    """Names of the MatMuls that read a Gelu (each layer's feed-forward output projection), in graph order."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    gelu_outputs = {output for node in graph.node if node.op_type in GELU_OPS for output in node.output}
+    return [node.name for node in graph.node if node.op_type == "MatMul" and node.input[0] in gelu_outputs]
+
+
 def exporting_cpu() -> tuple[str, frozenset[str]]:
     """This CPU's model name and the flags that decide the int8 weight range."""
     flags = cpu_flags()
@@ -102,6 +117,7 @@ def quantize_int8(
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     options = options or Int8Options()
+    kept_fp32 = [*feed_forward_outputs(fp32_path)[: options.fp32_first_feed_forward_outputs], *options.nodes_kept_fp32]
     where, flags = exporting_cpu()
     has_vnni = bool(flags & set(VNNI_FLAGS))
     reduce_range = (not has_vnni) if options.reduce_range is None else options.reduce_range
@@ -114,7 +130,7 @@ def quantize_int8(
                 fp32_path,
                 source,
                 op_types=options.op_types,
-                skip=options.nodes_kept_fp32,
+                skip=kept_fp32,
                 alpha=smoothing,
                 calibration=calibration,
             )
@@ -125,7 +141,7 @@ def quantize_int8(
             per_channel=options.per_channel,
             reduce_range=reduce_range,
             weight_type=QuantType.QInt8,
-            nodes_to_exclude=list(options.nodes_kept_fp32),
+            nodes_to_exclude=kept_fp32,
             # Fused contrib ops have no shape-inference types; their outputs are fp32.
             extra_options={"DefaultTensorType": TensorProto.FLOAT},
         )
@@ -135,7 +151,7 @@ def quantize_int8(
         per_channel=options.per_channel,
         reduce_range=reduce_range,
         needs_any_cpu_flag=[] if reduce_range else list(VNNI_FLAGS),
-        nodes_kept_fp32=list(options.nodes_kept_fp32),
+        nodes_kept_fp32=kept_fp32,
         smoothing_alpha=smoothing,
         exported_on=where,
     )

@@ -1,8 +1,10 @@
 """`slipstream serve` on real exported tiny models, over real HTTP.
 
 References are the engine's logits for each input alone, unpadded (batch 1,
-its exact length); every served response must match them within 1e-4 however
-the batcher grouped and padded it.
+its exact length). Under concurrent mixed traffic every variant the artifact
+carries must give each item exactly its reference (within the tolerance its
+manifest records for the CPU: 0, bitwise, for fp32 and int8), however the
+batcher grouped and padded it; the other tests allow 1e-4.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import pytest
 from tokenizers import Tokenizer
 
 from slipstream.engines import load_engine
+from slipstream.manifest import load_manifest
 from tests.server.conftest import ServerProcess, free_port, run_server
 
 pytestmark = pytest.mark.timeout(300)
@@ -33,7 +36,7 @@ WORDS_TEXT = (
 WORDS = WORDS_TEXT.split()
 
 
-def serve_command(artifact: Path, port: int, *flags: str) -> list[str]:
+def serve_command(artifact: Path, port: int, *flags: str, variant: str = "fp32") -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -47,7 +50,7 @@ def serve_command(artifact: Path, port: int, *flags: str) -> list[str]:
         "--device",
         "cpu",
         "--variant",
-        "fp32",
+        variant,
         "--log-level",
         "warning",
         *flags,
@@ -57,8 +60,8 @@ def serve_command(artifact: Path, port: int, *flags: str) -> list[str]:
 class Reference:
     """Single-item, unpadded logits from the engine itself."""
 
-    def __init__(self, artifact: Path) -> None:
-        self.engine = load_engine(artifact, device="cpu", variant="fp32")
+    def __init__(self, artifact: Path, variant: str = "fp32") -> None:
+        self.engine = load_engine(artifact, device="cpu", variant=variant)
         manifest = json.loads((artifact / "manifest.json").read_text())
         self.max_length = manifest["max_sequence_length"]
         self.tokenizer = Tokenizer.from_file(str(artifact / "tokenizer.json"))
@@ -80,7 +83,7 @@ def random_text(rng: random.Random, max_words: int = 60) -> str:
 
 @pytest.fixture(scope="module")
 def classifier_artifact(tiny_artifact_factory) -> Path:
-    return tiny_artifact_factory("bert", 3, ("fp32",))
+    return tiny_artifact_factory("bert", 3, ("fp32", "int8"))
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +116,23 @@ def test_every_input_form_matches_the_single_item_reference(server, reference):
     np.testing.assert_allclose(body["result"], [reference.logits(tuple(p)) for p in pairs], atol=1e-4)
 
 
-def test_500_concurrent_mixed_requests_each_get_their_own_logits(server, reference):
+@pytest.fixture(scope="module", params=["fp32", "int8"])
+def variant_server(
+    request: pytest.FixtureRequest, classifier_artifact: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[ServerProcess, Reference, float]]:
+    """A server of each variant the artifact carries, its single-item reference and its stated CPU tolerance."""
+    variant = request.param
+    guarantee = load_manifest(classifier_artifact).variant(variant).invariance_on("cpu")
+    assert guarantee is not None, f"{variant} records no CPU batch-invariance guarantee"
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("logs") / f"real-server-{variant}.log"
+    command = serve_command(classifier_artifact, port, "--max-batch-size", "8", variant=variant)
+    with run_server(command, port, log_path) as srv:
+        yield srv, Reference(classifier_artifact, variant), guarantee.max_abs_diff
+
+
+def test_500_concurrent_mixed_requests_each_get_exactly_their_own_logits_on_every_variant(variant_server):
+    server, reference, tolerance = variant_server
     rng = random.Random(1234)
     requests: list[tuple[str, dict]] = []
     for index in range(520):
@@ -149,17 +168,19 @@ def test_500_concurrent_mixed_requests_each_get_their_own_logits(server, referen
         if path == "/predict":
             want = reference.logits(tuple(body["inputs"]))
             scores = {p["label"]: p["score"] for p in got}
-            np.testing.assert_allclose([scores[label] for label in labels], want, atol=1e-4)
+            np.testing.assert_allclose([scores[label] for label in labels], want, atol=tolerance, rtol=0)
             continue
         items = body["text"]
         if isinstance(items, str):
-            np.testing.assert_allclose(got["result"], reference.logits(items), atol=1e-4)
+            np.testing.assert_allclose(got["result"], reference.logits(items), atol=tolerance, rtol=0)
         else:
             want = [reference.logits(i if isinstance(i, str) else tuple(i)) for i in items]
-            np.testing.assert_allclose(got["result"], want, atol=1e-4)
-    assert server.metric("slipstream_batch_size_count") < sum(
-        1 if isinstance(b.get("text", ""), str) else len(b["text"]) for _, b in requests
-    ), "requests were batched together"
+            np.testing.assert_allclose(got["result"], want, atol=tolerance, rtol=0)
+    items_sent = sum(1 if isinstance(b.get("text", ""), str) else len(b["text"]) for _, b in requests)
+    if reference.engine.max_batch_size > 1:
+        assert server.metric("slipstream_batch_size_count") < items_sent, "requests were batched together"
+    else:  # a per-item variant: one item per run, each alone and unpadded
+        assert server.metric("slipstream_batch_size_count") >= items_sent
 
 
 def test_the_takeoff_client_classifies_strings_lists_and_pairs(server, reference):
@@ -181,6 +202,11 @@ def test_the_takeoff_client_classifies_strings_lists_and_pairs(server, reference
 def test_info_describes_the_real_engine(server):
     group = httpx.get(f"{server.url}/info").json()["groups"]["primary"]
     assert group["device"] == "cpu" and group["variant"] == "fp32"
+    assert group["batch_invariance"]["guarantee"] == "bitwise" and group["batch_invariance"]["devices"] == ["cpu"]
+    assert group["fidelity"] is None  # fp32 is the reference
+    int8 = group["variants"]["int8"]
+    assert int8["execution"] == "per_item" and int8["fidelity"]["task"] == "classification"
+    assert int8["opt_in"] is (not int8["fidelity"]["meets_bars"])
     assert "CPUExecutionProvider" in group["providers"]
     assert group["batching"]["max_batch_size"] == 8
     assert "effective configuration" in server.log() and "max_batch_size = 8" in server.log()
