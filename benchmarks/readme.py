@@ -74,6 +74,13 @@ def render(report: BenchReport, result_dir: Path, output: Path) -> str:
         if s.ratios:
             lines += ["Slipstream against the baselines, all from the same run on the same machine:", ""]
             lines += report_module.ratio_table(report)
+        if report.model.variant_facts:
+            lines += [
+                "Variants: fidelity to fp32 (the export's 100 queries x 20 passages), batch invariance and "
+                "rerank speed against fp32, same run:",
+                "",
+                *report_module.variant_table(report),
+            ]
         if s.targets:
             lines += ["| service target | measured | goal | met |", "|---|---|---|---|"]
             for name, target in s.targets.items():

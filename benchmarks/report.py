@@ -102,6 +102,53 @@ def ratio_table(report: BenchReport) -> list[str]:
     return _table(["baseline", f"Slipstream / baseline at c={c}", f"at p99 <= {s.slo_p99_ms:g} ms"], rows)
 
 
+def variant_table(report: BenchReport) -> list[str]:
+    """Each variant's fidelity to fp32 and batch invariance next to its served rerank speed."""
+    facts = report.model.variant_facts
+    if not facts:
+        return []
+    s = report.summary
+    served = next((run for run in report.runs if run.config.name == "slipstream"), None)
+    served_variant = str((served.info or {}).get("groups", {}).get("primary", {}).get("variant", "")) if served else ""
+    rerank_cs = sorted({int(key.split("_")[1][1:]) for key in (s.ratios if s else {}) if key.startswith("rerank_c")})
+    rows = []
+    for fact in facts:
+        fidelity = fact.fidelity
+        cpu = next((i for i in fact.invariance if "cpu" in i.devices), None)
+        invariance = "-" if cpu is None else f"{cpu.guarantee}, export measured {_num(cpu.measured_max_abs_diff, 3)}"
+        if served and fact.name == served_variant and served.served_invariance_max_abs_diff is not None:
+            invariance += (
+                f"; served: {served.served_invariance_max_abs_diff:.3g} over {served.served_invariance_pairs} pairs"
+            )
+        speed = []
+        for c in rerank_cs:
+            ratio = (s.ratios if s else {}).get(f"rerank_c{c}_vs_slipstream-fp32")
+            speed.append(_ratio(ratio) if fact.name == served_variant else ("1.00x" if fact.name == "fp32" else "–"))
+        rows.append(
+            [
+                fact.name + (" (served by default)" if fact.name == served_variant else ""),
+                fact.execution,
+                "reference" if fidelity is None else f"{fidelity.top1_agreement:.3f}",
+                "reference"
+                if fidelity is None
+                else ("–" if fidelity.spearman_per_query is None else f"{fidelity.spearman_per_query:.4f}"),
+                "opt-in" if fact.opt_in else "yes",
+                invariance,
+                *speed,
+            ]
+        )
+    header = [
+        "variant",
+        "runs",
+        "top-1 vs fp32",
+        "Spearman vs fp32",
+        "meets the fidelity bars",
+        "batch invariance, max abs(co-batched - alone)",
+        *(f"rerank pairs/s vs fp32, c={c}" for c in rerank_cs),
+    ]
+    return _table(header, rows)
+
+
 def markdown(report: BenchReport, plots: list[str]) -> str:
     s = report.summary
     lines = [f"# Slipstream benchmark: {report.started_at[:10]}, {report.environment.machine.name}", ""]
@@ -135,6 +182,8 @@ def markdown(report: BenchReport, plots: list[str]) -> str:
         )
         if s.ratios:
             lines += ["Slipstream against the baselines, same run:", "", *ratio_table(report), ""]
+        if report.model.variant_facts:
+            lines += ["## Variants: fidelity, batch invariance, speed", "", *variant_table(report), ""]
         if s.targets:
             lines += ["## Service targets", ""]
             lines += _table(

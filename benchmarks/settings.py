@@ -21,6 +21,7 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True):
     # (None: the profile's). Baselines get fewer points to keep the run short.
     concurrencies: list[int] | None = None
     rate_fractions: list[float] | None = None
+    single: bool = True  # run the single-text points (closed and open loop)
     rerank: bool = False  # also run the rerank workload against it
     rerank_concurrencies: list[int] | None = None  # None: the profile's
     idle: bool = False  # also measure idle latency (sequential requests)
@@ -55,7 +56,8 @@ FULL = Profile(
     duration_s=8.0,
     concurrencies=[1, 4, 16, 32, 64],
     rate_fractions=[0.25, 0.5, 0.7, 0.85, 1.0, 1.15],
-    rerank_concurrencies=[1, 4, 16],
+    # 1 and 8 clients: where the CPU default variant is held to fp32's rerank speed.
+    rerank_concurrencies=[1, 8, 16],
     idle_requests=200,
 )
 
@@ -109,6 +111,19 @@ def server_configs(profile: Profile, include_pipeline: bool) -> list[ServerConfi
             rate_fractions=few_rates,
         ),
     ]
+    if profile.name == "full":
+        configs.append(
+            ServerConfig(
+                name="slipstream-fp32",
+                label="Slipstream, fp32 variant",
+                kind="slipstream",
+                description="the default settings with the fp32 variant: what the CPU default variant is held to",
+                env={"SLIPSTREAM_VARIANT": "fp32"},
+                single=False,
+                rerank=True,
+                rerank_concurrencies=[1, 8],
+            )
+        )
     if include_pipeline:
         configs.append(
             ServerConfig(

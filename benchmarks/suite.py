@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import numpy as np
@@ -21,13 +21,14 @@ from tqdm import tqdm
 
 from benchmarks import environment, server_metrics
 from benchmarks.http_client import fetch
+from benchmarks.invariance import served_invariance
 from benchmarks.loadgen import LoadPlan, Point, PointResult, RequestSet
 from benchmarks.servers import ServerError, die_with_parent, free_port, pipeline_server_command, running_server
 from benchmarks.settings import Profile, ServerConfig, server_configs
 from benchmarks.workloads import Workload, length_histogram, rerank_requests, single_texts, token_lengths
 from slipstream.engines.buckets import padding_efficiency
 from slipstream.engines.platform import physical_cores
-from slipstream.manifest import TOKENIZER_FILE, load_manifest
+from slipstream.manifest import TOKENIZER_FILE, Fidelity, Invariance, Manifest, load_manifest
 
 
 class WorkloadSummary(msgspec.Struct, frozen=True, kw_only=True):
@@ -57,6 +58,32 @@ class ConfigRun(msgspec.Struct, kw_only=True):
     info: dict[str, Any] | None = None  # the server's /info, when it has one
     points: list[PointRecord] = []
     error: str | None = None
+    # Rerank pairs scored under load against the same pairs sent alone: max |difference|, and how many.
+    served_invariance_max_abs_diff: float | None = None
+    served_invariance_pairs: int = 0
+
+
+class VariantFacts(msgspec.Struct, frozen=True, kw_only=True):
+    """One variant of the artifact, as its export measured it."""
+
+    name: str
+    execution: str
+    opt_in: bool  # served only when asked for by name
+    fidelity: Fidelity | None  # against fp32; None for fp32
+    invariance: list[Invariance]
+
+
+def variant_facts(manifest: Manifest) -> list[VariantFacts]:
+    return [
+        VariantFacts(
+            name=name,
+            execution="per_item" if variant.runs_per_item else "batched",
+            opt_in=name != "fp32" and (variant.fidelity is None or not variant.fidelity.meets_bars),
+            fidelity=variant.fidelity,
+            invariance=variant.invariance,
+        )
+        for name, variant in manifest.variants.items()
+    ]
 
 
 class OfflineCeiling(msgspec.Struct, frozen=True, kw_only=True):
@@ -81,6 +108,7 @@ class ModelInfo(msgspec.Struct, frozen=True, kw_only=True):
     num_labels: int
     max_sequence_length: int
     variants: list[str]
+    variant_facts: list[VariantFacts] = []
 
 
 class ConfigSummary(msgspec.Struct, frozen=True, kw_only=True):
@@ -215,12 +243,15 @@ class Suite:
         self.configs = [c for c in all_configs if configs is None or c.name in configs]
         self.progress = progress
         self.seed = 0
+        self.rerank_requests: list[list[list[str]]] = []
 
     # -- planning --------------------------------------------------------------
 
     def _points_for(self, config: ServerConfig) -> int:
         p = self.profile
-        n = len(config.concurrencies or p.concurrencies) + len(config.rate_fractions or p.rate_fractions)
+        n = 0
+        if config.single:
+            n += len(config.concurrencies or p.concurrencies) + len(config.rate_fractions or p.rate_fractions)
         n += len(config.rerank_concurrencies or p.rerank_concurrencies) if config.rerank else 0
         return n + (1 if config.idle else 0)
 
@@ -233,6 +264,7 @@ class Suite:
         max_length = self.manifest.max_sequence_length
         single = single_texts(self.profile.single)
         rerank = rerank_requests(self.profile.rerank)
+        self.rerank_requests = cast(list[list[list[str]]], rerank.requests)
         single_lengths = token_lengths(single, tokenizer, max_length)
         rerank_lengths = token_lengths(rerank, tokenizer, max_length)
         median = int(np.argsort(single_lengths)[len(single_lengths) // 2])
@@ -255,6 +287,7 @@ class Suite:
                 num_labels=self.manifest.num_labels,
                 max_sequence_length=max_length,
                 variants=sorted(self.manifest.variants),
+                variant_facts=variant_facts(self.manifest),
             ),
             workloads=[summarize_workload(single, single_lengths), summarize_workload(rerank, rerank_lengths)],
         )
@@ -382,13 +415,13 @@ class Suite:
             self._point(config, port, client, run, idle)
             bar.update()
         best = 0.0
-        for c in config.concurrencies or p.concurrencies:
+        for c in (config.concurrencies or p.concurrencies) if config.single else []:
             result = self._point(
                 config, port, client, run, Point(mode="closed", concurrency=c, label=f"c={c}", **timing)
             )
             best = max(best, result.achieved_rps)
             bar.update()
-        for fraction in config.rate_fractions or p.rate_fractions:
+        for fraction in (config.rate_fractions or p.rate_fractions) if config.single else []:
             rate = max(best * fraction, 0.5)
             self._point(
                 config, port, client, run, Point(mode="open", rate=rate, label=f"{fraction:.0%} of peak", **timing)
@@ -399,6 +432,11 @@ class Suite:
                 rerank = Point(mode="closed", workload="rerank", concurrency=c, label=f"rerank c={c}", **timing)
                 self._point(config, port, client, run, rerank)
                 bar.update()
+            if config.kind == "slipstream" and self.rerank_requests:
+                clients = max(config.rerank_concurrencies or p.rerank_concurrencies)
+                run.served_invariance_max_abs_diff, run.served_invariance_pairs = served_invariance(
+                    port, self.rerank_requests, clients
+                )
 
 
 # -- summary -------------------------------------------------------------------
@@ -434,6 +472,15 @@ def config_summary(run: ConfigRun, profile: Profile) -> ConfigSummary:
         padding_efficiency=real / padded if padded else None,
         rerank_peak_pairs_per_s=max(rerank) if rerank else None,
     )
+
+
+def _rerank_rate(run: ConfigRun, concurrency: int) -> float | None:
+    rates = [
+        r.result.sequences_per_s
+        for r in run.points
+        if r.workload == "rerank" and r.result.point.concurrency == concurrency
+    ]
+    return rates[0] if rates else None
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -481,6 +528,11 @@ def summarize(report: BenchReport) -> Summary:
             ratios[f"c{profile.compare_concurrency}_vs_{baseline}"] = _ratio(
                 main.rps_at_compare_concurrency, other.rps_at_compare_concurrency
             )
+    fp32 = next((run for run in report.runs if run.config.name == "slipstream-fp32"), None)
+    default = next((run for run in report.runs if run.config.name == "slipstream"), None)
+    if fp32 and default:
+        for c in fp32.config.rerank_concurrencies or []:
+            ratios[f"rerank_c{c}_vs_slipstream-fp32"] = _ratio(_rerank_rate(default, c), _rerank_rate(fp32, c))
     targets: dict[str, dict[str, Any]] = {}
 
     def target(name: str, value: float | None) -> dict[str, Any]:

@@ -17,7 +17,6 @@ Results go to benchmarks/results/<date>-<machine>-variants/ (variants.json, vari
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 import statistics
 import sys
@@ -27,7 +26,7 @@ from typing import cast
 import msgspec
 
 from benchmarks import environment
-from benchmarks.http_client import fetch
+from benchmarks.invariance import served_invariance
 from benchmarks.loadgen import LoadPlan, Point
 from benchmarks.servers import free_port, running_server
 from benchmarks.settings import FULL
@@ -67,55 +66,6 @@ class VariantsReport(msgspec.Struct, kw_only=True):
     concurrencies: list[int]
     results: list[VariantRound] = []
     summary: list[VariantSummary] = []
-
-
-def _post(port: int, body: bytes) -> list[list[float]]:
-    response = asyncio.run(fetch("127.0.0.1", port, "POST", "/classify", body, timeout_s=120))
-    if response.status != 200:
-        raise RuntimeError(f"/classify answered {response.status}: {response.body[:200]!r}")
-    result: list[list[float]] = msgspec.json.decode(response.body)["result"]
-    return result
-
-
-async def _scores_under_load(
-    port: int, probes: list[bytes], load: list[bytes], clients: int
-) -> list[list[list[float]]]:
-    """The probes' scores while `clients - 1` others keep sending `load`."""
-    done = asyncio.Event()
-
-    async def busy(offset: int) -> None:
-        i = offset
-        while not done.is_set():
-            await fetch("127.0.0.1", port, "POST", "/classify", load[i % len(load)], timeout_s=120)
-            i += clients
-
-    background = [asyncio.create_task(busy(k)) for k in range(max(1, clients - 1))]
-    await asyncio.sleep(0.5)
-    try:
-        responses = await asyncio.gather(*(fetch("127.0.0.1", port, "POST", "/classify", p, 120) for p in probes))
-    finally:
-        done.set()
-        await asyncio.gather(*background, return_exceptions=True)
-    return [msgspec.json.decode(r.body)["result"] for r in responses]
-
-
-def served_invariance(port: int, requests: list[list[list[str]]], clients: int) -> tuple[float, int]:
-    probes = requests[:4]
-    under_load = asyncio.run(
-        _scores_under_load(
-            port,
-            [msgspec.json.encode({"text": r}) for r in probes],
-            [msgspec.json.encode({"text": r}) for r in requests[4:]],
-            clients,
-        )
-    )
-    worst, n = 0.0, 0
-    for request, scores in zip(probes, under_load, strict=True):
-        for pair, score in zip(request, scores, strict=True):
-            alone = _post(port, msgspec.json.encode({"text": [pair]}))[0]
-            worst = max(worst, max(abs(a - b) for a, b in zip(alone, score, strict=True)))
-            n += 1
-    return worst, n
 
 
 def run(artifact: Path, rounds: int, concurrencies: list[int], duration_s: float, warmup_s: float) -> VariantsReport:
@@ -199,6 +149,13 @@ def run(artifact: Path, rounds: int, concurrencies: list[int], duration_s: float
     return report
 
 
+def _default_text(summary: VariantSummary) -> str:
+    if summary.default_on_cpu:
+        return "yes"
+    fidelity = summary.fidelity
+    return "opt-in (misses the fidelity bars)" if fidelity is not None and not fidelity.meets_bars else "no"
+
+
 def markdown(report: VariantsReport) -> str:
     cs = report.concurrencies
     head = " | ".join(f"pairs/s c={c} | vs fp32 c={c}" for c in cs)
@@ -224,7 +181,7 @@ def markdown(report: VariantsReport) -> str:
         cpu = next((i for i in s.invariance if "cpu" in i.devices), None)
         guarantee = "-" if cpu is None else f"{cpu.guarantee} (measured {cpu.measured_max_abs_diff})"
         lines.append(
-            f"| {s.variant} | {'yes' if s.default_on_cpu else 'opt-in'} | {s.execution} | {top1} | {rho} | {speeds} | "
+            f"| {s.variant} | {_default_text(s)} | {s.execution} | {top1} | {rho} | {speeds} | "
             f"{s.served_invariance_max_abs_diff:.3g} | {guarantee} |"
         )
     return "\n".join(lines) + "\n"

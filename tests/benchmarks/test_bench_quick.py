@@ -131,3 +131,17 @@ def test_rendering_into_a_readme_replaces_only_the_marked_section(
     assert "## Performance" in text and "requests/s of single texts at p99 <= 100 ms" in text
     # Rendering twice gives the same page: the markers survive.
     assert readme.write(output, page).read_text() == text
+
+
+def test_every_variants_fidelity_and_the_served_batch_invariance_are_reported(
+    quick_run: tuple[Path, BenchReport],
+) -> None:
+    output, result = quick_run
+    facts = {fact.name: fact for fact in result.model.variant_facts}
+    assert set(facts) == {"fp32", "int8"}
+    assert facts["fp32"].fidelity is None and facts["int8"].fidelity is not None
+    assert facts["int8"].execution == "per_item"
+    main = next(run for run in result.runs if run.config.name == "slipstream")
+    # Pairs scored while other clients kept the server busy, against the same pairs alone: bitwise.
+    assert main.served_invariance_pairs > 10 and main.served_invariance_max_abs_diff == 0.0
+    assert "## Variants: fidelity, batch invariance, speed" in (output / report.MARKDOWN_FILE).read_text()

@@ -167,9 +167,7 @@ def test_the_int8_weight_range_is_chosen_from_the_exporting_cpus_flags_and_recor
     quantization = quantize_int8(tiny_artifact / "model.fp32.onnx", tmp_path / "int8.onnx", Int8Options())
     assert quantization.reduce_range is reduce_range and quantization.needs_any_cpu_flag == needs
     assert quantization.smoothing_alpha is None  # no calibration text given: no smoothing
-    forced = quantize_int8(
-        tiny_artifact / "model.fp32.onnx", tmp_path / "int8b.onnx", Int8Options(reduce_range=True)
-    )
+    forced = quantize_int8(tiny_artifact / "model.fp32.onnx", tmp_path / "int8b.onnx", Int8Options(reduce_range=True))
     assert forced.reduce_range and forced.needs_any_cpu_flag == []
 
 
@@ -185,5 +183,5 @@ def test_a_full_range_int8_variant_is_skipped_on_a_cpu_without_vnni(tiny_artifac
     manifest = msgspec.structs.replace(manifest, variants={**manifest.variants, "int8": full_range})
     assert choose_variant(manifest, "cpu", None, frozenset({"avx2", "avx512_vnni"})) == "int8"
     assert choose_variant(manifest, "cpu", None, frozenset({"avx2"})) == "fp32"
-    with pytest.raises(EngineError, match="cannot run on this CPU: .*avx512_vnni"):
+    with pytest.raises(EngineError, match=r"cannot run on this CPU: .*avx512_vnni"):
         choose_variant(manifest, "cpu", "int8", frozenset({"avx2"}))
