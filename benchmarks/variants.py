@@ -68,7 +68,9 @@ class VariantsReport(msgspec.Struct, kw_only=True):
     summary: list[VariantSummary] = []
 
 
-def run(artifact: Path, rounds: int, concurrencies: list[int], duration_s: float, warmup_s: float) -> VariantsReport:
+def run(
+    artifact: Path, rounds: int, concurrencies: list[int], duration_s: float, warmup_s: float, logs: Path
+) -> VariantsReport:
     from slipstream.engines.platform import cpu_flags, cpu_model_name
     from slipstream.engines.selection import choose_variant
 
@@ -94,7 +96,7 @@ def run(artifact: Path, rounds: int, concurrencies: list[int], duration_s: float
             port = free_port()
             env = {"SLIPSTREAM_HOST": "127.0.0.1", "SLIPSTREAM_PORT": str(port), "SLIPSTREAM_LOG_LEVEL": "warning"}
             command = [sys.executable, "-m", "slipstream.cli", "serve", str(artifact), "--variant", variant]
-            log = Path("benchmarks/results/logs") / f"variants-{variant}.log"
+            log = logs / f"{variant}.log"
             with running_server(command, port, log, 600.0, env=env):
                 plan = LoadPlan(host="127.0.0.1", port=port, path="/classify", requests=requests, seed=round_index)
                 client = LoadClient(plan, log.parent)
@@ -197,11 +199,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args(argv)
     concurrencies = [int(c) for c in args.concurrencies.split(",")]
-    report = run(args.artifact, args.rounds, concurrencies, args.duration, args.warmup)
     output: Path = args.output or Path("benchmarks/results") / (
-        f"{dt.date.today().isoformat()}-{report.environment.machine.name}-variants"
+        f"{dt.date.today().isoformat()}-{environment.collect().machine.name}-variants"
     )
     output.mkdir(parents=True, exist_ok=True)
+    report = run(args.artifact, args.rounds, concurrencies, args.duration, args.warmup, output / "logs")
     (output / "variants.json").write_bytes(msgspec.json.format(msgspec.json.encode(report)))
     (output / "variants.md").write_text(markdown(report))
     print(markdown(report))
