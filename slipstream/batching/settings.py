@@ -27,7 +27,10 @@ class GroupSettings(EngineSettings, frozen=True):
     ] = "auto"
     variant: Annotated[
         VariantName | None,
-        setting("Model variant; unset lets the engine choose for the device (int8 on CPU, fp16 on GPU)."),
+        setting(
+            "Model variant; unset lets the engine choose for the device (int8 on CPU, fp16 on GPU, each only "
+            "if its export measured it faithful to fp32; fp32 otherwise). Name one to serve an opt-in variant."
+        ),
     ] = None
     max_batch_tokens: Annotated[
         PositiveInt | None, setting("Most padded tokens (items x bucket length) in one batch; unset = no limit.")
