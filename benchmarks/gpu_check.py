@@ -16,12 +16,17 @@ What it does (docs/engines.md#gpu-verification says why):
    both fp32: max |diff| <= 1e-3; CUDA fp16 against CPU fp32: max |diff| <=
    FP16_MAX_ABS_DIFF and top-1 agreement >= FP16_MIN_TOP1; the same with CUDA
    graphs on.
-3. TensorRT: tries `device="tensorrt"` (strict) and `device="auto"` and
+3. Batch invariance of every engine (and of TensorRT where it loads): each
+   row of random batches (1-8 rows, mixed lengths, its position random)
+   against the same row run alone, max |co-batched - alone| against the bound
+   the export states for the variant on that device in the manifest
+   (`variants.<name>.invariance`; reasoned, never measured on a GPU before).
+4. TensorRT: tries `device="tensorrt"` (strict) and `device="auto"` and
    records the error / the choice and fallback lines. Where libnvinfer is
    missing, this records the refusal, not TensorRT numbers.
-4. Throughput and latency per (batch, bucket) for CUDA fp32, fp16, fp16 with
+5. Throughput and latency per (batch, bucket) for CUDA fp32, fp16, fp16 with
    CUDA graphs, and PyTorch CUDA eager (fp32 and fp16) on the same shapes.
-5. Writes gpu_check.json and gpu_check.md under --out, naming the GPU.
+6. Writes gpu_check.json and gpu_check.md under --out, naming the GPU.
 
 Needs on the machine: onnxruntime-gpu (pip install '.[gpu]'), this
 repository, and for building the model: msgspec, tokenizers, transformers
@@ -127,6 +132,31 @@ def parity(
     }
 
 
+def invariance(engine: Engine, bound: float | None, buckets: list[int], vocab: int, rounds: int) -> Check:
+    """Each row of random batches against the same row run alone; `bound` is the
+    manifest's stated max |co-batched - alone| for this variant and device (None: none
+    stated, so none promised: the check then asks for bitwise equality)."""
+    rng = np.random.default_rng(2)
+    worst = 0.0
+    rows = 0
+    for _ in range(rounds):
+        batch = int(rng.integers(1, 9))
+        length = int(rng.choice(buckets))
+        ids, mask, types = random_batch(rng, batch, length, vocab)
+        together = engine.run(ids, mask, types)
+        for row in range(batch):
+            real = int(mask[row].sum())
+            alone = engine.run(ids[row : row + 1, :real], mask[row : row + 1, :real], types[row : row + 1, :real])
+            worst = max(worst, float(np.abs(together[row] - alone[0]).max()))
+            rows += 1
+    return {
+        "max_abs_diff": worst,
+        "rows": rows,
+        "stated_bound": bound,
+        "passed": worst <= (0.0 if bound is None else bound),
+    }
+
+
 def time_shape(run: Callable[[], object], iterations: int, synchronize: Callable[[], None] | None = None) -> float:
     run()
     run()
@@ -162,6 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from slipstream.engines import CudaSettings, EngineSettings, TensorRtSettings, load_engine
     from slipstream.engines.buckets import default_buckets
     from slipstream.engines.platform import probe_platform
+    from slipstream.manifest import load_manifest
 
     platform = probe_platform()
     report: dict[str, Any] = {
@@ -222,13 +253,34 @@ def main(argv: Sequence[str] | None = None) -> int:
             checks[name] = {"passed": False, "error": str(exc)}
         print(name, checks[name])
     report["parity"] = checks
+    manifest = load_manifest(artifact)
+    rounds = 8 if args.quick else 40
+    invariance_checks: dict[str, Check] = {}
+
+    def check_invariance(name: str, engine: Engine) -> None:
+        described = engine.describe()
+        stated = manifest.variant(described.variant).invariance_on(described.device)
+        try:
+            invariance_checks[name] = invariance(
+                engine, None if stated is None else stated.max_abs_diff, buckets, vocab, rounds
+            )
+        except Exception as exc:
+            invariance_checks[name] = {"passed": False, "error": str(exc)}
+        print(name, "invariance", invariance_checks[name])
+
+    for name, engine in engines.items():
+        if checks[name].get("error") is None:
+            check_invariance(name, engine)
     for choice in ("tensorrt", "auto"):
         try:
             chosen = load_engine(artifact, device=choice, settings=base)
             report[f"device_{choice}"] = f"loaded on {chosen.describe().device}"
+            if choice == "tensorrt":
+                check_invariance(f"tensorrt-{chosen.describe().variant}", chosen)
         except Exception as exc:
             report[f"device_{choice}"] = f"refused: {exc}"
         print(choice, report[f"device_{choice}"])
+    report["invariance"] = invariance_checks
     report["engine_log"] = log_lines
 
     # Throughput per (batch, bucket); PyTorch CUDA eager on the same shapes.
@@ -290,7 +342,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_json(args.out / "gpu_check.json", report)
     (args.out / "gpu_check.md").write_text(render(report, list(runners)))
     print((args.out / "gpu_check.md").read_text())
-    return 0 if all(c.get("passed") for c in checks.values()) else 1
+    passed = [*checks.values(), *invariance_checks.values()]
+    return 0 if all(c.get("passed") for c in passed) else 1
 
 
 def render(report: dict[str, Any], runners: list[str]) -> str:
@@ -314,6 +367,20 @@ def render(report: dict[str, Any], runners: list[str]) -> str:
             lines.append(
                 f"| {name} | {check['max_abs_diff']:.2e} | {check['top1_agreement']:.3f} | "
                 f"{check['limit_max_abs_diff']:.0e} | {'yes' if check['passed'] else 'NO'} |"
+            )
+    lines += [
+        "",
+        "| batch invariance | max abs(co-batched - alone) | rows | stated bound (manifest) | within |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for name, check in report["invariance"].items():
+        if "error" in check:
+            lines.append(f"| {name} | error: {check['error']} | | | no |")
+        else:
+            bound = "none stated (0 asked)" if check["stated_bound"] is None else f"{check['stated_bound']:.1e}"
+            lines.append(
+                f"| {name} | {check['max_abs_diff']:.2e} | {check['rows']} | {bound} | "
+                f"{'yes' if check['passed'] else 'NO'} |"
             )
     lines += [
         "",

@@ -1,8 +1,10 @@
 """Every variant of an artifact served side by side: rerank throughput, fidelity and invariance.
 
 ``python -m benchmarks.variants [--artifact A] [--rounds 3] [--concurrencies 1,8]`` serves
-each variant in turn (``slipstream serve --variant V``, every other setting default) and
-measures, per round and in the same order every round:
+each variant in turn (``slipstream serve --variant V``, every other setting default; the
+variant the engine picks on this CPU by itself with no ``--variant`` at all, as a user gets
+it; ``/info`` must name the variant expected) and measures, per round and in the same order
+every round:
 
 * rerank pairs/s, closed loop, at each concurrency (the suite's rerank workload);
 * served invariance: the pairs of a few rerank requests scored while the other
@@ -17,6 +19,7 @@ Results go to benchmarks/results/<date>-<machine>-variants/ (variants.json, vari
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime as dt
 import statistics
 import sys
@@ -26,6 +29,7 @@ from typing import cast
 import msgspec
 
 from benchmarks import environment
+from benchmarks.http_client import fetch
 from benchmarks.invariance import served_invariance
 from benchmarks.loadgen import LoadPlan, Point
 from benchmarks.servers import free_port, running_server
@@ -91,13 +95,20 @@ def run(
         concurrencies=concurrencies,
     )
     variants = ["fp32", *sorted(name for name in manifest.variants if name != "fp32")]
+    default_cpu = choose_variant(manifest, "cpu", None, flags)
     for round_index in range(rounds):
         for variant in variants:
             port = free_port()
             env = {"SLIPSTREAM_HOST": "127.0.0.1", "SLIPSTREAM_PORT": str(port), "SLIPSTREAM_LOG_LEVEL": "warning"}
-            command = [sys.executable, "-m", "slipstream.cli", "serve", str(artifact), "--variant", variant]
+            # The default variant is served as a user gets it: no --variant, every setting default.
+            chosen = [] if variant == default_cpu else ["--variant", variant]
+            command = [sys.executable, "-m", "slipstream.cli", "serve", str(artifact), *chosen]
             log = logs / f"{variant}.log"
             with running_server(command, port, log, 600.0, env=env):
+                served = _served_variant(port)
+                if served != variant:
+                    asked = " ".join(chosen) or "no --variant"
+                    raise RuntimeError(f"expected {variant} ({asked}); /info says it serves {served}")
                 plan = LoadPlan(host="127.0.0.1", port=port, path="/classify", requests=requests, seed=round_index)
                 client = LoadClient(plan, log.parent)
                 try:
@@ -125,7 +136,6 @@ def run(
                 )
             )
             print(f"round {round_index + 1} {variant}: {rates} pairs/s, served invariance {worst:.3g}", file=sys.stderr)
-    default_cpu = choose_variant(manifest, "cpu", None, flags)
     for variant in variants:
         mine = [r for r in report.results if r.variant == variant]
         ratios = {
@@ -149,6 +159,12 @@ def run(
             )
         )
     return report
+
+
+def _served_variant(port: int) -> str:
+    response = asyncio.run(fetch("127.0.0.1", port, "GET", "/info"))
+    groups: dict[str, dict[str, object]] = msgspec.json.decode(response.body)["groups"]
+    return str(next(iter(groups.values()))["variant"])
 
 
 def _default_text(summary: VariantSummary) -> str:

@@ -124,14 +124,29 @@ def task_of(num_labels: int) -> Task:
 
 
 def encode(tokenizer: Tokenizer, inputs: Sequence[str | tuple[str, str]], max_length: int) -> list[EncodedItem]:
-    """As the service encodes them: special tokens, the query kept whole, truncated to max_length."""
+    """As the service encodes them (`slipstream.batching.tokenization.TextEncoder`): special
+    tokens, the query kept whole, truncated to max_length; a pair whose query alone is too
+    long for that is cut `longest_first`."""
     from tokenizers import Tokenizer as RustTokenizer
 
-    copy = RustTokenizer.from_str(tokenizer.to_str())
-    copy.no_padding()
+    def truncating(strategy: str) -> Tokenizer:
+        copy = RustTokenizer.from_str(tokenizer.to_str())
+        copy.no_padding()
+        copy.enable_truncation(min(max_length, FIDELITY_MAX_LENGTH), strategy=strategy)
+        return copy
+
     pairs = bool(inputs) and isinstance(inputs[0], tuple)
-    copy.enable_truncation(min(max_length, FIDELITY_MAX_LENGTH), strategy="only_second" if pairs else "longest_first")
-    encodings = copy.encode_batch(list(inputs))
+    primary = truncating("only_second" if pairs else "longest_first")
+    try:
+        encodings = primary.encode_batch(list(inputs))
+    except Exception:  # `only_second` refuses a pair whose first text leaves no room for the second
+        fallback = truncating("longest_first")
+        encodings = []
+        for item in inputs:
+            try:
+                encodings.append(primary.encode(*item) if isinstance(item, tuple) else primary.encode(item))
+            except Exception:
+                encodings.append(fallback.encode(*item) if isinstance(item, tuple) else fallback.encode(item))
     return [EncodedItem(np.asarray(e.ids, dtype=np.int64), np.asarray(e.type_ids, dtype=np.int64)) for e in encodings]
 
 

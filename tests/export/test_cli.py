@@ -34,9 +34,9 @@ def test_default_variants_follow_the_machine(monkeypatch, gpu: bool, expected: t
     assert api.resolve_variants(None) == expected
 
 
-def test_fp32_is_always_part_of_the_artifact() -> None:
+def test_fp32_is_always_part_of_the_artifact_and_first_as_the_reference_the_others_are_measured_against() -> None:
     assert api.resolve_variants(["int8"]) == ("fp32", "int8")
-    assert api.resolve_variants(["fp16", "fp32", "fp16"]) == ("fp16", "fp32")
+    assert api.resolve_variants(["fp16", "fp32", "fp16"]) == ("fp32", "fp16")
 
 
 def test_importing_the_export_command_loads_no_heavy_library() -> None:
