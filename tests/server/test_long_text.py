@@ -269,15 +269,18 @@ def test_every_scoring_route_documents_long_text_and_return_chunks(client):
 # --- the real default reranker ---------------------------------------------------------------
 
 
-def long_passage_cases(count: int, seed: int = 17) -> list[tuple[str, str, str, list[str]]]:
+MODEL_WINDOW = 512  # the default reranker's
+
+
+def long_passage_cases(count: int, tokenizer, seed: int = 17) -> list[tuple[str, str, str, list[str]]]:
     """(query, relevant paragraph, long relevant passage, long irrelevant passages), in the model's domain.
 
     The query is the first words of a paragraph of the Python documentation
     (the default reranker's training text); the long relevant passage is 15
-    paragraphs of other documents, then that paragraph, then one more (about
-    700 tokens; the paragraph starts past the 512-token window, so truncation
-    never shows it). The irrelevant passages are 16 paragraphs of other
-    documents.
+    paragraphs of other documents (more if those fit the window with the query),
+    then that paragraph, then one more: about 700 tokens, the paragraph starting
+    past the 512-token window, so truncation never shows it. The irrelevant
+    passages are as many paragraphs of other documents.
     """
     from slipstream.default_model.corpus import CorpusSettings, build_passages
 
@@ -296,8 +299,11 @@ def long_passage_cases(count: int, seed: int = 17) -> list[tuple[str, str, str, 
     for _ in range(count):
         relevant = rng.choice([p for p in passages if len(p.text.split()) > 25])
         query = " ".join(relevant.text.split()[:8])
-        long_relevant = " ".join([*others(relevant.document, 15), relevant.text, *others(relevant.document, 1)])
-        irrelevant = [" ".join(others(relevant.document, 16)) for _ in range(5)]
+        before = others(relevant.document, 15)
+        while len(tokenizer.encode(query, " ".join(before)).ids) <= MODEL_WINDOW:
+            before += others(relevant.document, 1)
+        long_relevant = " ".join([*before, relevant.text, *others(relevant.document, 1)])
+        irrelevant = [" ".join(others(relevant.document, len(before) + 1)) for _ in range(5)]
         cases.append((query, relevant.text, long_relevant, irrelevant))
     return cases
 
@@ -325,10 +331,10 @@ def rank_of_first(server: ServerProcess, query: str, texts: list[str], long_text
 def test_on_the_default_reranker_a_relevant_paragraph_near_the_end_ranks_its_passage_first_only_chunked(
     default_reranker, short_default_reranker_artifact
 ):
-    cases = long_passage_cases(8)
     tokenizer = plain_tokenizer(short_default_reranker_artifact / "tokenizer.json")
+    cases = long_passage_cases(8, tokenizer)
     for query, relevant, long, _ in cases:  # truncation cannot see the relevant paragraph
-        assert len(tokenizer.encode(query, long[: long.index(relevant)]).ids) > 512
+        assert len(tokenizer.encode(query, long[: long.index(relevant)]).ids) > MODEL_WINDOW
     truncated = [rank_of_first(default_reranker, q, [long, *others], "truncate") for q, _, long, others in cases]
     chunked = [rank_of_first(default_reranker, q, [long, *others], "chunk") for q, _, long, others in cases]
     # By chance alone one of six passages is first in one case of six.
@@ -338,6 +344,9 @@ def test_on_the_default_reranker_a_relevant_paragraph_near_the_end_ranks_its_pas
 
 @pytest.mark.slow
 @pytest.mark.timeout(1200)  # the first test to use the distilled reranker builds it (minutes on two cores)
-def test_on_the_default_reranker_a_short_relevant_passage_still_beats_long_irrelevant_ones(default_reranker):
-    for query, relevant, _, irrelevant in long_passage_cases(8):
+def test_on_the_default_reranker_a_short_relevant_passage_still_beats_long_irrelevant_ones(
+    default_reranker, short_default_reranker_artifact
+):
+    tokenizer = plain_tokenizer(short_default_reranker_artifact / "tokenizer.json")
+    for query, relevant, _, irrelevant in long_passage_cases(8, tokenizer):
         assert rank_of_first(default_reranker, query, [relevant, *irrelevant], "chunk") == 0
