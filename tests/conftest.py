@@ -30,6 +30,14 @@ Session-scoped, cached per argument tuple (build once, reuse everywhere):
 
 ``minilm_model_dir -> Path`` (slow)
     The `save_pretrained` directory the MiniLM artifact was exported from.
+
+``short_default_reranker -> Path`` (slow)
+    A real distillation of the default reranker: its recipe on the real
+    all-MiniLM-L6-v2 teacher, shortened (`SHORT_DEFAULT_RECIPE`), built once
+    for every test that needs a reranker that actually ranks.
+
+``short_default_reranker_artifact -> Path`` (slow)
+    Its fp32 export.
 """
 
 from __future__ import annotations
@@ -124,4 +132,23 @@ def minilm_artifact(tmp_path_factory: pytest.TempPathFactory, minilm_model_dir: 
     output = tmp_path_factory.mktemp("minilm-artifact") / "artifact"
     # An untrained head: its logits barely vary, so int8 may miss the fidelity bars; keep it (opt-in).
     export_model(str(minilm_model_dir), output, variants=["fp32", "int8"], keep_unfaithful=True)
+    return output
+
+
+@pytest.fixture(scope="session")
+def short_default_reranker(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from slipstream.default_model.build import ensure_default_model
+    from tests.default_model import SHORT_DEFAULT_RECIPE, quiet
+
+    model_dir = tmp_path_factory.mktemp("short-default-reranker") / "model"
+    ensure_default_model(model_dir, SHORT_DEFAULT_RECIPE, progress=False, log=quiet)
+    return model_dir
+
+
+@pytest.fixture(scope="session")
+def short_default_reranker_artifact(tmp_path_factory: pytest.TempPathFactory, short_default_reranker: Path) -> Path:
+    from slipstream.export.api import export_model
+
+    output = tmp_path_factory.mktemp("short-default-reranker-artifact") / "artifact"
+    export_model(str(short_default_reranker), output, variants=["fp32"])
     return output

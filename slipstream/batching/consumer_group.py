@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
+from slipstream.batching.chunking import LongText
 from slipstream.batching.errors import Conflict, Unavailable
 from slipstream.batching.group import ModelGroup, Scored
 from slipstream.batching.settings import GroupSettings
@@ -100,7 +101,8 @@ class ConsumerGroup:
         self,
         items: Sequence[TextInput],
         *,
-        truncate: bool | None,
+        truncate: bool | None = None,
+        long_text: LongText | None = None,
         direction: TruncationDirection = "right",
         timeout_s: float | None = None,
     ) -> Scored:
@@ -111,7 +113,7 @@ class ConsumerGroup:
         """
         reader = self.choose()
         try:
-            return await self._score_on(reader, items, truncate, direction, timeout_s)
+            return await self._score_on(reader, items, truncate, long_text, direction, timeout_s)
         except Unavailable:
             if not reader.batcher.closing:
                 raise
@@ -120,19 +122,22 @@ class ConsumerGroup:
                     f"consumer group {self.name!r}: reader {reader.reader_id} is being removed (or the service "
                     "is shutting down) and could not run this request"
                 ) from None
-        return await self._score_on(self.choose(), items, truncate, direction, timeout_s)
+        return await self._score_on(self.choose(), items, truncate, long_text, direction, timeout_s)
 
     async def _score_on(
         self,
         reader: ModelGroup,
         items: Sequence[TextInput],
         truncate: bool | None,
+        long_text: LongText | None,
         direction: TruncationDirection,
         timeout_s: float | None,
     ) -> Scored:
         self._active[reader.reader_id] += 1
         try:
-            return await reader.score(items, truncate=truncate, direction=direction, timeout_s=timeout_s)
+            return await reader.score(
+                items, truncate=truncate, long_text=long_text, direction=direction, timeout_s=timeout_s
+            )
         finally:
             self._active[reader.reader_id] -= 1
 

@@ -19,10 +19,26 @@ import numpy as np
 import numpy.typing as npt
 
 from slipstream.batching.batcher import Batcher
+from slipstream.batching.chunking import (
+    ChunkAggregate,
+    Chunking,
+    FirstTextTooLong,
+    LongText,
+    TooManyWindows,
+    aggregate,
+    resolve_long_text,
+)
 from slipstream.batching.errors import DeadlineExceeded, InvalidInput, PayloadTooLarge
 from slipstream.batching.metrics import MetricsSink, NullMetrics
 from slipstream.batching.settings import GroupSettings
-from slipstream.batching.tokenization import EmptyInput, InputTooLong, TextEncoder, TextInput, TruncationDirection
+from slipstream.batching.tokenization import (
+    ChunkingUnsupported,
+    EmptyInput,
+    InputTooLong,
+    TextEncoder,
+    TextInput,
+    TruncationDirection,
+)
 from slipstream.batching.tokenize_queue import TokenizeQueue
 from slipstream.engines.base import Engine, EngineDescription
 from slipstream.engines.buckets import warmup_shapes
@@ -34,11 +50,20 @@ EngineFactory = Callable[[GroupSettings, Manifest], Engine]
 
 
 @dataclass(frozen=True, slots=True)
+class Chunks:
+    """How the inputs of a long_text "chunk" request were windowed."""
+
+    windows: npt.NDArray[np.int64]  # per input: how many windows it took (1: it fitted)
+    best: npt.NDArray[np.int64] | None  # [inputs, num_labels]: the window that gave each max (max aggregation)
+
+
+@dataclass(frozen=True, slots=True)
 class Scored:
     logits: Logits  # [items, num_labels], in input order
     tokenization_s: float
     queue_s: float
     inference_s: float
+    chunks: Chunks | None = None
 
 
 def load_engine_for(settings: GroupSettings, manifest: Manifest) -> Engine:
@@ -113,6 +138,17 @@ class ModelGroup:
             name=name,
             batch_timeout_s=settings.batch_timeout_s,
         )
+        # Windows are at most as long as the inputs this reader takes (max_sequence_length included).
+        self.chunking = Chunking(
+            window=min(settings.chunk_window or self.max_length, self.max_length),
+            stride=settings.chunk_stride,
+            max_windows=settings.max_chunks_per_input,
+        )
+        self.chunk_aggregate: ChunkAggregate = (
+            settings.chunk_aggregate
+            if settings.chunk_aggregate != "auto"
+            else ("max" if manifest.num_labels == 1 else "mean")
+        )
         self.ready = False
 
     @classmethod
@@ -159,20 +195,29 @@ class ModelGroup:
         self,
         items: Sequence[TextInput],
         *,
-        truncate: bool | None,
+        truncate: bool | None = None,
+        long_text: LongText | None = None,
         direction: TruncationDirection = "right",
         timeout_s: float | None = None,
     ) -> Scored:
+        """Logits per input; `long_text` (else `truncate`, else the group's setting) says what over-long ones get."""
         if len(items) > self.settings.max_items_per_request:
             raise PayloadTooLarge(
                 f"{len(items)} inputs in one request; this consumer group takes at most "
                 f"{self.settings.max_items_per_request}"
             )
-        do_truncate = self.settings.truncate if truncate is None else truncate
+        mode = resolve_long_text(long_text, truncate, self.settings.default_long_text())
         started = time.perf_counter()
         try:
-            encoded = await self.tokenize_queue.encode(items, truncate=do_truncate, direction=direction)
-        except (InputTooLong, EmptyInput) as exc:
+            encoded = await self.tokenize_queue.encode(
+                items,
+                truncate=mode == "truncate",
+                direction=direction,
+                chunking=self.chunking if mode == "chunk" else None,
+            )
+        except TooManyWindows as exc:
+            raise PayloadTooLarge(str(exc)) from None
+        except (InputTooLong, EmptyInput, FirstTextTooLong, ChunkingUnsupported) as exc:
             raise InvalidInput(str(exc)) from None
         except Exception as exc:  # the tokenizer refused an input outright
             raise InvalidInput(f"an input could not be tokenized: {exc}") from None
@@ -184,7 +229,13 @@ class ModelGroup:
                 raise DeadlineExceeded("the deadline passed before the work ran (during tokenization)")
         request = self.batcher.submit(encoded, timeout_s=timeout_s)
         logits = await request.future
-        return Scored(logits, tokenization_s, request.queue_wait_s, request.inference_s)
+        chunks = None
+        if encoded.windows_per_input is not None:
+            windows = encoded.windows_per_input
+            logits, best = aggregate(logits, windows, self.chunk_aggregate)
+            chunks = Chunks(windows, best)
+            self.metrics.chunked(int(windows.size), len(encoded))
+        return Scored(logits, tokenization_s, request.queue_wait_s, request.inference_s, chunks)
 
     def tokens(self, text: str) -> list[str]:
         return self.encoder.tokens(text)

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
+import msgspec
+
+from slipstream.batching.chunking import LongText
 from slipstream.defaults import DEFAULT_ARTIFACT_DIR
 from slipstream.engines.base import DeviceChoice
 from slipstream.engines.settings import EngineSettings
@@ -16,6 +19,8 @@ from slipstream.manifest import VariantName
 from slipstream.settings import PositiveFloat, PositiveInt, setting
 
 PadTo = Literal["auto", "bucket", "longest"]
+ChunkAggregateChoice = Literal["auto", "max", "mean"]
+NonNegativeInt = Annotated[int, msgspec.Meta(ge=0)]
 
 
 class GroupSettings(EngineSettings, frozen=True):
@@ -73,3 +78,41 @@ class GroupSettings(EngineSettings, frozen=True):
             "batch of the longest bucket). Unset: no watchdog."
         ),
     ] = 120.0
+    # Long inputs (slipstream/batching/chunking.py).
+    long_text: Annotated[
+        LongText | None,
+        setting(
+            "What a request that does not say (by long_text or truncate) does with an input longer than the "
+            "model's window: truncate it, reject it (422), or chunk it (score overlapping windows and aggregate "
+            "their logits). Unset: follows `truncate`."
+        ),
+    ] = None
+    chunk_window: Annotated[
+        Annotated[int, msgspec.Meta(ge=8)] | None,
+        setting(
+            "Chunking: tokens per window, special tokens included; unset = the model's maximum length (also "
+            "the cap). Models trained on short passages rank better with short windows."
+        ),
+    ] = None
+    chunk_stride: Annotated[
+        NonNegativeInt | None,
+        setting(
+            "Chunking: tokens each window repeats from the one before; unset = a quarter of the window (the "
+            "tokens the windowed text gets in it). Capped at half the window."
+        ),
+    ] = None
+    chunk_aggregate: Annotated[
+        ChunkAggregateChoice,
+        setting(
+            "Chunking: how an input's window logits become its own: max (its best window) or mean; auto: max "
+            "for one-label models (rerankers), mean for classifiers."
+        ),
+    ] = "auto"
+    max_chunks_per_input: Annotated[int, setting("Chunking: most windows one input may take; more gets 413.", ge=1)] = (
+        64
+    )
+
+    def default_long_text(self) -> LongText:
+        if self.long_text is not None:
+            return self.long_text
+        return "truncate" if self.truncate else "reject"

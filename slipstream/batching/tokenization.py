@@ -19,6 +19,8 @@ import numpy as np
 import numpy.typing as npt
 from tokenizers import Encoding, Tokenizer
 
+from slipstream.batching.chunking import Chunking, SpecialTokens, Template, learn_template, make_windows
+
 TruncationDirection = Literal["right", "left"]
 TextInput = str | tuple[str, str]
 
@@ -49,6 +51,10 @@ def _panics_as_errors() -> Iterator[None]:
         raise TokenizerFailure(f"the tokenizer failed on this input: {exc}") from None
 
 
+class ChunkingUnsupported(ValueError):
+    """The model's tokenizer lays out special tokens in a way windows cannot reproduce."""
+
+
 @dataclass(frozen=True, slots=True)
 class EncodedItems:
     """Token ids of several items, concatenated: item i is ids[offsets[i]:offsets[i+1]]."""
@@ -57,6 +63,9 @@ class EncodedItems:
     type_ids: npt.NDArray[np.int64] | None  # None when the model takes no token_type_ids
     lengths: npt.NDArray[np.int64]
     offsets: npt.NDArray[np.int64]  # len(items) + 1 entries
+    # Set when the items are windows of longer inputs (long_text "chunk"):
+    # input i's windows are the next windows_per_input[i] items.
+    windows_per_input: npt.NDArray[np.int64] | None = None
 
     def __len__(self) -> int:
         return int(self.lengths.shape[0])
@@ -122,6 +131,7 @@ class TextEncoder:
             for direction in ("right", "left")
             for strategy in ("longest_first", pair_truncation)
         }
+        self.special_tokens = self._special_tokens()
 
     def _configured(self, source: str, truncation: tuple[str, str] | None) -> Tokenizer:
         tokenizer = Tokenizer.from_str(source)
@@ -140,12 +150,20 @@ class TextEncoder:
         truncate: bool,
         direction: TruncationDirection = "right",
         check: bool = True,
+        chunking: Chunking | None = None,
     ) -> EncodedItems:
         """Tokenize a batch of texts or pairs; raise InputTooLong / EmptyInput (unless not `check`).
 
+        With `chunking`, an over-long input becomes several windows instead
+        (`slipstream.batching.chunking`), and `truncate` does not apply.
         Any failure of the tokenizer itself is an `Exception` (a panic becomes `TokenizerFailure`).
         """
         with _panics_as_errors():
+            if chunking is not None:
+                windows = self._encode_windows(inputs, chunking)
+                if check:
+                    self.check(windows, truncated=True)
+                return windows
             if truncate:
                 encodings = self._encode_truncated(inputs, direction)
             else:
@@ -161,7 +179,7 @@ class TextEncoder:
             index = int(np.argmax(encoded.lengths > self.max_length))
             raise InputTooLong(
                 f"input {index} has {int(encoded.lengths[index])} tokens; the model accepts at most "
-                f"{self.max_length} (send truncate: true to truncate it)"
+                f'{self.max_length} (send long_text: "chunk" to score it in windows, or "truncate" to cut it)'
             )
         if encoded.lengths.size and int(encoded.lengths.min()) == 0:
             index = int(np.argmin(encoded.lengths))
@@ -186,6 +204,56 @@ class TextEncoder:
                 except Exception:
                     encodings.append(fallback.encode(item) if isinstance(item, str) else fallback.encode(*item))
             return encodings
+
+    def _special_tokens(self) -> SpecialTokens | None:
+        """The model's special-token layout, if windows assembled from it match the tokenizer's own encodings."""
+        probe_first, probe_second = "what colour is the dog?", "the puppy is light blue."
+        templates: list[Template] = []
+        for texts in ((probe_second,), (probe_first, probe_second)):
+            whole = self._plain.encode(*texts)
+            template = learn_template(whole.ids, whole.type_ids, whole.sequence_ids)
+            if template is None or len(template.text_types) != len(texts):
+                return None
+            parts = [np.array(self._plain.encode(text, add_special_tokens=False).ids, np.int64) for text in texts]
+            ids, type_ids = template.assemble(parts)
+            if ids.tolist() != whole.ids or type_ids.tolist() != whole.type_ids:
+                return None
+            templates.append(template)
+        return SpecialTokens(single=templates[0], pair=templates[1])
+
+    def _encode_windows(self, inputs: Sequence[TextInput], chunking: Chunking) -> EncodedItems:
+        if self.special_tokens is None:
+            raise ChunkingUnsupported(
+                "this model's tokenizer places its special tokens in a way Slipstream cannot window; "
+                "send long_text truncate or reject"
+            )
+        # Each text is tokenized once, without special tokens; windows are cut from its ids.
+        is_pair = np.fromiter((not isinstance(item, str) for item in inputs), dtype=np.bool_, count=len(inputs))
+        firsts = [item[0] for item in inputs if not isinstance(item, str)]
+        seconds = [item if isinstance(item, str) else item[1] for item in inputs]
+        encodings = self._plain.encode_batch_fast([*firsts, *seconds], add_special_tokens=False)
+        first = _flatten(encodings[: len(firsts)], with_type_ids=False)
+        second = _flatten(encodings[len(firsts) :], with_type_ids=False)
+        first_lengths = np.zeros(len(inputs), dtype=np.int64)
+        first_lengths[is_pair] = first.lengths
+        windows = make_windows(
+            self.special_tokens,
+            is_pair=is_pair,
+            first_ids=first.ids,
+            first_lengths=first_lengths,
+            second_ids=second.ids,
+            second_lengths=second.lengths,
+            chunking=chunking,
+        )
+        offsets = np.zeros(windows.lengths.size + 1, dtype=np.int64)
+        np.cumsum(windows.lengths, out=offsets[1:])
+        return EncodedItems(
+            ids=windows.ids,
+            type_ids=windows.type_ids if self.uses_token_type_ids else None,
+            lengths=windows.lengths,
+            offsets=offsets,
+            windows_per_input=windows.windows_per_input,
+        )
 
     def tokens(self, text: str) -> list[str]:
         """The token strings of one text, special tokens included (for /tokenize)."""

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
+from slipstream.batching.chunking import Chunking
 from slipstream.batching.tokenization import EncodedItems, TextEncoder, TextInput, TruncationDirection
 
 
@@ -30,6 +31,7 @@ class _Job:
     truncate: bool
     direction: TruncationDirection
     future: asyncio.Future[EncodedItems]
+    chunking: Chunking | None = None
 
 
 # Requests with more items than this always go to the worker thread, so that
@@ -58,12 +60,17 @@ class TokenizeQueue:
             return False
 
     async def encode(
-        self, items: Sequence[TextInput], *, truncate: bool, direction: TruncationDirection = "right"
+        self,
+        items: Sequence[TextInput],
+        *,
+        truncate: bool,
+        direction: TruncationDirection = "right",
+        chunking: Chunking | None = None,
     ) -> EncodedItems:
         if self._is_small(items):
-            return self._encoder.encode(items, truncate=truncate, direction=direction)
+            return self._encoder.encode(items, truncate=truncate, direction=direction, chunking=chunking)
         loop = asyncio.get_running_loop()
-        job = _Job(items, truncate, direction, loop.create_future())
+        job = _Job(items, truncate, direction, loop.create_future(), chunking)
         self._pending.append(job)
         if not self._busy:
             self._dispatch(loop)
@@ -103,7 +110,7 @@ class TokenizeQueue:
         outcomes: dict[int, EncodedItems | Exception] = {}
         kinds: dict[tuple[TruncationDirection, bool], list[int]] = defaultdict(list)
         for index, job in enumerate(jobs):
-            if not job.truncate:  # rare: refused over-long inputs are checked per job
+            if not job.truncate or job.chunking is not None:  # rarer kinds are encoded per job
                 outcomes[index] = self._encode_one(job)
                 continue
             has_pairs = any(not isinstance(item, str) for item in job.items)
@@ -126,7 +133,9 @@ class TokenizeQueue:
 
     def _encode_one(self, job: _Job) -> EncodedItems | Exception:
         try:
-            return self._encoder.encode(job.items, truncate=job.truncate, direction=job.direction)
+            return self._encoder.encode(
+                job.items, truncate=job.truncate, direction=job.direction, chunking=job.chunking
+            )
         except Exception as exc:
             return exc
 

@@ -142,8 +142,8 @@ class EngineSettings(Settings, frozen=True):
         PositiveInt | None,
         setting(
             "Longest input in tokens, special tokens included; unset = the model's maximum (a larger value "
-            "is capped to it). Lower, it is the last bucket edge: longer inputs are truncated, or refused "
-            "with `truncate: false`."
+            "is capped to it). Lower, it is the last bucket edge: longer inputs are truncated, refused "
+            "(`truncate: false`) or, with long_text chunk, windowed to it."
         ),
     ] = None
     # ORT_ENABLE_ALL also applies fusions the exported graph may not have had.

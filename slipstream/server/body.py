@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import typing
 from collections.abc import Generator, Iterable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import msgspec
 from litestar import Litestar
@@ -26,6 +26,8 @@ from litestar.typing import FieldDefinition
 
 from slipstream.batching.errors import InvalidInput
 from slipstream.server.errors import MalformedRequest
+
+T = TypeVar("T")
 
 # Where OpenAPI keeps named schemas; msgspec writes its references to match.
 _COMPONENTS = "#/components/schemas/{name}"
@@ -93,6 +95,18 @@ def decode_body(decoder: msgspec.json.Decoder[Any], value: bytes) -> Any:
             raise InvalidInput(str(exc)) from None
     except msgspec.DecodeError as exc:
         raise MalformedRequest(f"the body is not valid JSON: {exc}") from None
+
+
+def convert_body(raw: Any, shape: type[T]) -> T:
+    """`raw`, a decoded JSON body, converted to `shape` strictly, whole floats counting as integers as in
+    `decode_body`; raises the first pass's `msgspec.ValidationError` when neither pass fits."""
+    try:
+        return msgspec.convert(raw, shape)
+    except msgspec.ValidationError as exc:
+        try:
+            return msgspec.convert(_whole_floats_as_ints(raw, _MAX_DEPTH), shape)
+        except (msgspec.ValidationError, _TooDeep, RecursionError):
+            raise exc from None
 
 
 # Deeper than any body type nests (an object, a list, a pair, a number).

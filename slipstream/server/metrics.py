@@ -131,6 +131,15 @@ class ServiceMetrics:
             ["reason"],
             registry=r,
         )
+        self.chunked_inputs = Counter(
+            "slipstream_chunked_inputs", 'Inputs scored with long_text "chunk"', ["group", "reader"], registry=r
+        )
+        self.chunk_windows = Counter(
+            "slipstream_chunk_windows",
+            "Windows those inputs took (an input that fits takes one); per input: this / chunked_inputs",
+            ["group", "reader"],
+            registry=r,
+        )
 
     def reader(self, group: str, reader_id: str) -> GroupMetrics:
         return GroupMetrics(self, group, reader_id)
@@ -156,6 +165,8 @@ class GroupMetrics:
         self._tokenization = metrics.tokenization.labels(*labels)
         self._engine_failures = metrics.engine_failures.labels(*labels)
         self._batch_timeouts = metrics.batch_timeouts.labels(*labels)
+        self._chunked_inputs = metrics.chunked_inputs.labels(*labels)
+        self._chunk_windows = metrics.chunk_windows.labels(*labels)
         self._real_total = 0
         self._padded_total = 0
         self._per_bucket: dict[int, tuple[Histogram, Histogram, Histogram]] = {}
@@ -204,6 +215,10 @@ class GroupMetrics:
     def batch_timed_out(self) -> None:
         self._batch_timeouts.inc()
 
+    def chunked(self, inputs: int, windows: int) -> None:
+        self._chunked_inputs.inc(inputs)
+        self._chunk_windows.inc(windows)
+
     def _by_reason(self, counter: Counter, reason: str) -> Counter:
         self._reasons.add((counter, reason))
         return counter.labels(*self._labels, reason)
@@ -222,6 +237,8 @@ class GroupMetrics:
             m.tokenization,
             m.engine_failures,
             m.batch_timeouts,
+            m.chunked_inputs,
+            m.chunk_windows,
         ):
             _remove(metric, self._labels)
         for edge in self._per_bucket:

@@ -6,8 +6,8 @@ import msgspec
 import pytest
 
 from slipstream.default_model.build import WEIGHTS_FILE, ensure_default_model, read_record, recipe_key
-from slipstream.default_model.recipe import CLASSIC_DOCUMENTS, CLASSIC_QUERY, DistillRecipe
-from tests.default_model import quiet
+from slipstream.default_model.recipe import CLASSIC_DOCUMENTS, CLASSIC_QUERY
+from tests.default_model import SHORT_DEFAULT_RECIPE, quiet
 
 
 def test_distilled_model_is_a_one_output_regression_reranker_with_its_tokenizer(tiny_default_model):
@@ -85,11 +85,11 @@ def test_length_sorted_scoring_returns_each_pairs_score_in_the_given_order(tiny_
 
 
 @pytest.mark.slow
-def test_short_real_distillation_ranks_the_puppy_first_and_agrees_with_the_teacher(tmp_path):
-    """A shortened real recipe on all-MiniLM-L6-v2: the full one is `make default-artifact`."""
-    recipe = DistillRecipe(steps=60, train_passages=400, eval_queries=40)
-    record, built = ensure_default_model(tmp_path / "model", recipe, progress=False, log=quiet)
-    assert built
+@pytest.mark.timeout(1200)  # builds the session's distilled reranker when it runs first (minutes on two cores)
+def test_short_real_distillation_ranks_the_puppy_first_and_agrees_with_the_teacher(short_default_reranker):
+    """A shortened real recipe on all-MiniLM-L6-v2 (`SHORT_DEFAULT_RECIPE`): the full one is `make default-artifact`."""
+    record = read_record(short_default_reranker)
+    assert record is not None and record.recipe_key == recipe_key(SHORT_DEFAULT_RECIPE)
     report = record.report
     assert report.classic_example.passed, report.classic_example
     assert report.spearman_pooled > 0.6, report

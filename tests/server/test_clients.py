@@ -109,6 +109,23 @@ def test_cohere_v1_client_reranks_texts_and_objects_and_returns_documents(server
     assert [r.document.text for r in response.results if r.document] == [DOCUMENTS[i] for i in best_first(relevance)]
 
 
+def test_cohere_client_asks_for_chunking_through_its_additional_body_parameters(server, http):
+    import cohere
+
+    long_document = " ".join(["the puppy is light blue."] * 300)  # far past the model's window
+    documents = [DOCUMENTS[1], long_document]
+    extension = {"long_text": "chunk", "return_chunks": True}
+    client = cohere.ClientV2(api_key=API_KEY, base_url=server.url)
+    response = client.rerank(
+        model="primary", query=QUERY, documents=documents, request_options={"additional_body_parameters": extension}
+    )
+    direct = http.post("/v2/rerank", json={"model": "primary", "query": QUERY, "documents": documents, **extension})
+    results = direct.json()["results"]
+    assert [r.index for r in response.results] == [r["index"] for r in results]
+    np.testing.assert_allclose([r.relevance_score for r in response.results], [r["relevance_score"] for r in results])
+    assert {r["index"]: r["chunks"] for r in results}[1] > 1
+
+
 def test_cohere_clients_see_our_errors_as_their_own(server):
     import cohere
     from cohere.errors import NotFoundError, UnauthorizedError, UnprocessableEntityError

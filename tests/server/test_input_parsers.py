@@ -22,7 +22,7 @@ from litestar.testing import TestClient
 
 from slipstream.batching.errors import InvalidInput
 from slipstream.server.api.takeoff import ClassifyRequest, TokenizeRequest
-from slipstream.server.api.tei import PredictRequest, RerankRequest
+from slipstream.server.api.tei import PredictRequest, RerankRequest, decode_predict_or_rerank
 from slipstream.server.app import create_app
 from slipstream.server.body import decode_body, schema_components
 from slipstream.server.config import build_settings
@@ -85,6 +85,8 @@ fields = {
     "return_labels": st.booleans() | scalars,
     "consumer_group": texts | scalars,
     "use_chat_template": st.booleans() | scalars,
+    "long_text": st.sampled_from(["truncate", "reject", "chunk", "split", None, True]),
+    "return_chunks": st.booleans() | scalars,
     "unknown": json_values,
 }
 bodies = (
@@ -123,6 +125,14 @@ def _drop_nulls(value: Any) -> Any:
     if isinstance(value, list):
         return [_drop_nulls(v) for v in value]
     return value
+
+
+def test_the_routes_taking_either_body_count_whole_floats_as_integers_too():
+    # POST / and /invocations decode for themselves: the same rule as every other body.
+    body = decode_predict_or_rerank(b'{"query": "q", "texts": ["a"], "top_n": 2.0, "long_text": "chunk"}')
+    assert isinstance(body, RerankRequest) and body.top_n == 2 and body.long_text == "chunk"
+    with pytest.raises(InvalidInput, match="top_n"):
+        decode_predict_or_rerank(b'{"query": "q", "texts": ["a"], "top_n": 2.5}')
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ from slipstream.batching.consumer_group import ConsumerGroup
 from slipstream.batching.errors import InvalidInput, UnknownConsumerGroup
 from slipstream.defaults import DEFAULT_CONSUMER_GROUP
 from slipstream.server.errors import INFERENCE_ERRORS
+from slipstream.server.long_text import LongTextField, ReturnChunksField
 from slipstream.server.middleware import timing_headers
 from slipstream.server.openapi import INT32_MAX
 from slipstream.server.ranking import Ranking, rank, require_one_label
@@ -51,6 +52,9 @@ class RerankOptions(msgspec.Struct, kw_only=True):
             examples=[3],
         ),
     ] = None
+    # Slipstream extensions, as on TEI's /rerank (Cohere's own API has no such fields).
+    long_text: LongTextField = None
+    return_chunks: ReturnChunksField = False
 
 
 class CohereDocument(msgspec.Struct):
@@ -69,7 +73,10 @@ class CohereRerankRequest(RerankOptions, kw_only=True):
     max_chunks_per_doc: Annotated[
         Annotated[int, Meta(ge=1, le=INT32_MAX)] | None,
         Meta(
-            description="Accepted for Cohere clients; a document longer than the model's window is truncated.",
+            description=(
+                "Accepted for Cohere clients; what a document longer than the model's window gets is `long_text`'s "
+                "(truncated by default), and with chunk the group's max_chunks_per_input bounds its windows."
+            ),
         ),
     ] = None
 
@@ -80,8 +87,9 @@ class CohereV2RerankRequest(RerankOptions, kw_only=True):
         Annotated[int, Meta(ge=1, le=INT32_MAX)] | None,
         Meta(
             description=(
-                "Cut each document to its first n tokens before pairing it with the query; absent: "
-                "pairs are cut to the model's window (the document's end goes first)."
+                "Cut each document to its first n tokens before pairing it with the query; absent: a pair "
+                "longer than the model's window is cut to it (the document's end goes first), or with long_text "
+                "chunk scored in windows."
             ),
             examples=[512],
         ),
@@ -106,6 +114,10 @@ class CohereRerankResult(msgspec.Struct, omit_defaults=True):
     document: Annotated[CohereResultDocument | None, Meta(description="The document (v1, with return_documents).")] = (
         None
     )
+    chunks: Annotated[int | None, Meta(description="return_chunks: the windows this document took.")] = None
+    best_chunk: Annotated[
+        int | None, Meta(description="return_chunks, max aggregation: the window that gave its score.")
+    ] = None
 
 
 class CohereApiVersion(msgspec.Struct):
@@ -150,19 +162,28 @@ async def _ranked(
             )
         except Exception as exc:  # the tokenizer refused a document outright
             raise InvalidInput(f"a document could not be tokenized: {exc}") from None
-    return await rank(request, group, data.query, texts, top_n=data.top_n or None)
+    return await rank(request, group, data.query, texts, top_n=data.top_n or None, long_text=data.long_text)
 
 
 def _response(
-    request: Request[Any, Any, Any], ranking: Ranking, version: str, count: int, documents: list[str] | None
+    request: Request[Any, Any, Any],
+    ranking: Ranking,
+    data: RerankOptions,
+    version: str,
+    count: int,
+    documents: list[str] | None,
 ) -> Response[CohereRerankResponse]:
     results = [
         CohereRerankResult(
             index=index,
             relevance_score=score,
             document=None if documents is None else CohereResultDocument(documents[index]),
+            chunks=windows,
+            best_chunk=best,
         )
-        for index, score in zip(ranking.indices, ranking.scores, strict=True)
+        for index, score, (windows, best) in zip(
+            ranking.indices, ranking.scores, ranking.reported_chunks(data.return_chunks), strict=True
+        )
     ]
     meta = CohereMeta(CohereApiVersion(version), CohereBilledUnits(search_units=-(-count // 100)))
     body = CohereRerankResponse(id=str(uuid.uuid4()), results=results, meta=meta)
@@ -174,14 +195,14 @@ async def rerank_v1(request: Request[Any, Any, Any], data: CohereRerankRequest) 
     """Cohere's v1 rerank: documents as texts or `{"text"}` objects, best first; `return_documents` echoes them."""
     texts = [document if isinstance(document, str) else document.text for document in data.documents]
     ranking = await _ranked(request, data, texts)
-    return _response(request, ranking, "1", len(texts), texts if data.return_documents else None)
+    return _response(request, ranking, data, "1", len(texts), texts if data.return_documents else None)
 
 
 @post("/v2/rerank", status_code=200, summary="Rerank documents for a query (Cohere v2)", responses=INFERENCE_ERRORS)
 async def rerank_v2(request: Request[Any, Any, Any], data: CohereV2RerankRequest) -> Response[CohereRerankResponse]:
     """Cohere's v2 rerank: documents as texts, best first; `max_tokens_per_doc` cuts each document."""
     ranking = await _ranked(request, data, data.documents, max_tokens_per_doc=data.max_tokens_per_doc)
-    return _response(request, ranking, "2", len(data.documents), None)
+    return _response(request, ranking, data, "2", len(data.documents), None)
 
 
 ROUTES = [rerank_v1, rerank_v2]

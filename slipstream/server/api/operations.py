@@ -35,6 +35,11 @@ class BatchingInfo(msgspec.Struct, kw_only=True):
     max_items_per_request: int
     pad_to: str
     truncate: bool
+    long_text: str
+    chunk_window: int
+    chunk_stride: int | None
+    chunk_aggregate: str
+    max_chunks_per_input: int
 
 
 class VariantInfo(msgspec.Struct, kw_only=True):
@@ -151,6 +156,11 @@ def reader_details(reader: ModelGroup) -> ReaderDetails:
             max_items_per_request=settings.max_items_per_request,
             pad_to=reader.pad_to,
             truncate=settings.truncate,
+            long_text=settings.default_long_text(),
+            chunk_window=reader.chunking.window,
+            chunk_stride=settings.chunk_stride,
+            chunk_aggregate=reader.chunk_aggregate,
+            max_chunks_per_input=settings.max_chunks_per_input,
         ),
         ready=reader.ready and not reader.batcher.closing,
         versions={"slipstream": __version__, **manifest.versions},

@@ -14,6 +14,7 @@ from slipstream.defaults import DEFAULT_CONSUMER_GROUP
 from slipstream.server.disconnect import run_unless_disconnected
 from slipstream.server.errors import INFERENCE_ERRORS, error_specs
 from slipstream.server.inputs import TakeoffTexts, parse_takeoff
+from slipstream.server.long_text import LongTextField, ReturnChunksField, requested_chunks
 from slipstream.server.middleware import timing_headers
 from slipstream.server.scores import activate
 from slipstream.server.state import service_state
@@ -41,6 +42,8 @@ class ClassifyRequest(msgspec.Struct, kw_only=True):
         Annotated[float, Meta(gt=0, le=MAX_TIMEOUT_MS)] | None,
         Meta(description="Deadline in milliseconds: 504 if the work has not started within it."),
     ] = None
+    long_text: LongTextField = None
+    return_chunks: ReturnChunksField = False
 
 
 class ClassifyResponse(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -49,6 +52,14 @@ class ClassifyResponse(msgspec.Struct, kw_only=True, omit_defaults=True):
         Meta(description="One score list (one score per label) for a string input; a list of them for a list."),
     ]
     labels: Annotated[list[str] | None, Meta(description="Label names, in score order (return_labels).")] = None
+    chunks: Annotated[
+        int | list[int] | None,
+        Meta(description="return_chunks: the windows each input took, shaped like `result`'s inputs."),
+    ] = None
+    best_chunk: Annotated[
+        list[int | list[int]] | None,
+        Meta(description="return_chunks, max aggregation: per input and label, the window that gave the score."),
+    ] = None
 
 
 class TokenizeRequest(msgspec.Struct, kw_only=True):
@@ -74,12 +85,20 @@ async def classify(request: Request[Any, Any, Any], data: ClassifyRequest) -> Re
     group = service_state(request).group(data.consumer_group)
     parsed = parse_takeoff(data.text)
     scored = await run_unless_disconnected(
-        request, group.score(parsed.items, truncate=data.truncate, timeout_s=_timeout_s(data.timeout_ms))
+        request,
+        group.score(
+            parsed.items, truncate=data.truncate, long_text=data.long_text, timeout_s=_timeout_s(data.timeout_ms)
+        ),
     )
     activation = data.activation or "none"
     scores = activate(scored.logits, group.manifest.activation if activation == "auto" else activation)
     result = scores[0].tolist() if parsed.single else scores.tolist()
     body = ClassifyResponse(result=result, labels=group.manifest.labels if data.return_labels else None)
+    chunks = requested_chunks(scored, data.return_chunks)
+    if chunks is not None:
+        windows, best = chunks.windows.tolist(), None if chunks.best is None else chunks.best.tolist()
+        body.chunks = windows[0] if parsed.single else windows
+        body.best_chunk = best[0] if parsed.single and best is not None else best
     return Response(body, headers=timing_headers(request, scored))
 
 

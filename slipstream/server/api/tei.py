@@ -20,9 +20,11 @@ from slipstream.batching.errors import InvalidInput, PayloadTooLarge
 from slipstream.batching.tokenization import TruncationDirection
 from slipstream.defaults import DEFAULT_CONSUMER_GROUP
 from slipstream.server.api.operations import ReadyResponse, readiness
+from slipstream.server.body import convert_body
 from slipstream.server.disconnect import run_unless_disconnected
 from slipstream.server.errors import INFERENCE_ERRORS, MalformedRequest, error_specs
 from slipstream.server.inputs import TeiInputs, parse_tei
+from slipstream.server.long_text import LongTextField, ReturnChunksField, requested_chunks
 from slipstream.server.middleware import timing_headers
 from slipstream.server.openapi import one_of
 from slipstream.server.ranking import rank, require_one_label
@@ -46,11 +48,17 @@ class PredictRequest(msgspec.Struct, kw_only=True):
     consumer_group: Annotated[str, Meta(description="Slipstream extension: which model serves it.")] = (
         DEFAULT_CONSUMER_GROUP
     )
+    long_text: LongTextField = None
+    return_chunks: ReturnChunksField = False
 
 
-class Prediction(msgspec.Struct):
+class Prediction(msgspec.Struct, omit_defaults=True):
     score: float
     label: str
+    chunks: Annotated[int | None, Meta(description="return_chunks: the windows this input took.")] = None
+    best_chunk: Annotated[
+        int | None, Meta(description="return_chunks, max aggregation: the window that gave this label's score.")
+    ] = None
 
 
 class RerankRequest(msgspec.Struct, kw_only=True):
@@ -64,12 +72,18 @@ class RerankRequest(msgspec.Struct, kw_only=True):
     consumer_group: Annotated[str, Meta(description="Slipstream extension: which model serves it.")] = (
         DEFAULT_CONSUMER_GROUP
     )
+    long_text: LongTextField = None
+    return_chunks: ReturnChunksField = False
 
 
 class Rank(msgspec.Struct, omit_defaults=True):
     index: int
     score: float
     text: str | None = None
+    chunks: Annotated[int | None, Meta(description="return_chunks: the windows this document took.")] = None
+    best_chunk: Annotated[
+        int | None, Meta(description="return_chunks, max aggregation: the window that gave its score.")
+    ] = None
 
 
 def _direction(value: TruncationDirectionTEI) -> TruncationDirection:
@@ -83,15 +97,31 @@ async def predict_response(
     parsed = parse_tei(data.inputs)
     scored = await run_unless_disconnected(
         request,
-        group.score(parsed.items, truncate=data.truncate, direction=_direction(data.truncation_direction)),
+        group.score(
+            parsed.items,
+            truncate=data.truncate,
+            long_text=data.long_text,
+            direction=_direction(data.truncation_direction),
+        ),
     )
     scores = scored.logits if data.raw_scores else activate(scored.logits, tei_activation(group.manifest.num_labels))
     order = np.argsort(-scores, axis=1, kind="stable")
     sorted_scores = np.take_along_axis(scores, order, axis=1).tolist()
     labels = group.manifest.labels
+    # return_chunks: per input its window count, per label the window that gave its score.
+    chunks = requested_chunks(scored, data.return_chunks)
+    windows: list[int | None] = [None] * len(sorted_scores) if chunks is None else chunks.windows.tolist()
+    best: list[list[int | None]] = (
+        [[None] * len(labels)] * len(sorted_scores)
+        if chunks is None or chunks.best is None
+        else np.take_along_axis(chunks.best, order, axis=1).tolist()
+    )
     predictions = [
-        [Prediction(score=s, label=labels[i]) for s, i in zip(row_scores, row_order, strict=True)]
-        for row_scores, row_order in zip(sorted_scores, order.tolist(), strict=True)
+        [
+            Prediction(score=s, label=labels[i], chunks=count, best_chunk=window)
+            for s, i, window in zip(row_scores, row_order, row_best, strict=True)
+        ]
+        for row_scores, row_order, count, row_best in zip(sorted_scores, order.tolist(), windows, best, strict=True)
     ]
     body = predictions[0] if parsed.single else predictions
     return Response(body, headers=timing_headers(request, scored))
@@ -119,11 +149,13 @@ async def rerank_response(request: Request[Any, Any, Any], data: RerankRequest) 
         top_n=data.top_n,
         raw_scores=data.raw_scores,
         truncate=data.truncate,
+        long_text=data.long_text,
         direction=_direction(data.truncation_direction),
     )
+    chunks = ranking.reported_chunks(data.return_chunks)
     ranks = [
-        Rank(index=i, score=s, text=data.texts[i] if data.return_text else None)
-        for i, s in zip(ranking.indices, ranking.scores, strict=True)
+        Rank(index=i, score=s, text=data.texts[i] if data.return_text else None, chunks=w, best_chunk=b)
+        for i, s, (w, b) in zip(ranking.indices, ranking.scores, chunks, strict=True)
     ]
     return Response(ranks, headers=timing_headers(request, ranking.scored))
 
@@ -162,7 +194,7 @@ def decode_predict_or_rerank(body: bytes) -> PredictRequest | RerankRequest:
     problem = ""
     for shape in shapes:
         try:
-            return msgspec.convert(raw, shape)
+            return convert_body(raw, shape)
         except msgspec.ValidationError as exc:
             problem = problem or str(exc)
     raise InvalidInput(f"{problem} (read as a {'/rerank' if shapes[0] is RerankRequest else '/predict'} body)")
