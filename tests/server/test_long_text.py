@@ -282,7 +282,7 @@ def long_passage_cases(count: int, tokenizer, seed: int = 17) -> list[tuple[str,
     past the 512-token window, so truncation never shows it. The irrelevant
     passages are as many paragraphs of other documents.
     """
-    from slipstream.default_model.corpus import CorpusSettings, build_passages
+    from slipstream.export.corpus import CorpusSettings, build_passages
 
     passages = build_passages(CorpusSettings(max_passage_words=60))
     rng = random.Random(seed)
