@@ -7,16 +7,18 @@
 #   docker build --build-arg RUNTIME=cpu -t slipstream:cpu .   # CPU runtime
 #   docker build --build-arg MODEL=cross-encoder/ms-marco-MiniLM-L6-v2 -t slipstream:msmarco .
 #   docker build --build-arg MODEL=models/my-classifier -t slipstream:mine .  # a path in the build context
+#   docker build --build-arg EXTRAS=ray -t slipstream:gpu-ray .  # with Ray Serve (`slipstream ray`, deploy/ray/)
 #   docker run --gpus all -p 3000:3000 slipstream              # then: curl localhost:3000/ready
 #
 # Every command that matters lives in scripts/ (export, serve, health check),
 # which CI runs (tests/test_docker_scripts.py), so a broken step fails CI.
 
 # gpu: onnxruntime-gpu on a CUDA 13 + cuDNN 9 runtime (PyPI's onnxruntime-gpu 1.31+
-# is built for CUDA 13; see the gpu extra in pyproject.toml); cpu: onnxruntime on Debian.
-# The CUDA image carries no TensorRT libraries, so device "auto" runs on CUDA;
-# for TensorRT, point CUDA_IMAGE at a base that has them (e.g. NVIDIA's TensorRT image).
+# is built for CUDA 13; see the gpu extra in pyproject.toml), plus the TensorRT 10
+# libraries its TensorRT provider links (the tensorrt extra), so device "auto" runs
+# on TensorRT; cpu: onnxruntime on Debian. EXTRAS adds extras (ray: `slipstream ray`).
 ARG RUNTIME=gpu
+ARG EXTRAS=
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 ARG CUDA_IMAGE=nvidia/cuda:13.0.0-cudnn-runtime-ubuntu24.04
 
@@ -64,6 +66,7 @@ RUN python -m venv /opt/venv
 # hadolint ignore=DL3006
 FROM base-${RUNTIME} AS runtime
 ARG RUNTIME
+ARG EXTRAS
 ENV PATH=/opt/venv/bin:$PATH \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -73,9 +76,22 @@ ENV PATH=/opt/venv/bin:$PATH \
 WORKDIR /opt/slipstream
 COPY pyproject.toml README.md ./
 COPY slipstream ./slipstream
+COPY scripts/check_tensorrt_libs.py ./scripts/
+# The GPU runtime: the TensorRT wheels put libnvinfer and libnvonnxparser in
+# site-packages, where the dynamic loader does not look when onnxruntime loads its
+# TensorRT provider; register that directory with it, then check (ldd) that every
+# library both GPU providers need resolves, apart from the driver's libcuda (the
+# NVIDIA runtime mounts it when a container starts): a missing one fails the build.
 # hadolint ignore=DL3013
-RUN pip install ".[${RUNTIME}]" \
-    && useradd --system --uid 10001 --no-create-home slipstream \
+RUN pip install ".[${RUNTIME}${EXTRAS:+,${EXTRAS}}]" \
+    && if [ "${RUNTIME}" = gpu ]; then \
+         pip install ".[tensorrt]" \
+         && python3 -c "import pathlib, tensorrt_libs; print(pathlib.Path(tensorrt_libs.__file__).parent)" \
+            > /etc/ld.so.conf.d/tensorrt-libs.conf \
+         && ldconfig \
+         && python3 scripts/check_tensorrt_libs.py; \
+       fi \
+    && useradd --system --uid 10001 --create-home slipstream \
     && mkdir -p /var/cache/slipstream \
     && chown slipstream /var/cache/slipstream
 COPY scripts/docker-serve.sh scripts/healthcheck.py ./scripts/

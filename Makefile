@@ -15,7 +15,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[cpu,export,test,bench,lint]'
+	$(BIN)/python -m pip install --quiet -e '.[cpu,export,test,bench,lint,ray]'
 	touch $(STAMP)
 
 test: $(STAMP)

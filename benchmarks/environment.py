@@ -25,6 +25,7 @@ PACKAGES = (
     "torch",
     "transformers",
     "optimum-onnx",
+    "ray",
 )
 
 

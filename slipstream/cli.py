@@ -19,6 +19,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "slipstream.export.cli",
     "slipstream.default_model.cli",
     "slipstream.server.cli",
+    "slipstream.ray_serve.cli",
     "benchmarks.cli",
 )
 

@@ -180,11 +180,12 @@ def test_dockerfile_runtime_is_non_root_on_the_api_port_with_no_torch():
     assert re.search(r"^USER (?!root|0\b)\S+", runtime, re.MULTILINE)
     assert "HEALTHCHECK" in runtime
     assert re.search(r"FROM \$\{CUDA_IMAGE\} AS base-gpu", text) and "nvidia/cuda:" in text
-    assert re.search(r'pip install "\.\[\$\{RUNTIME\}\]"', runtime)
+    assert re.search(r'pip install "\.\[\$\{RUNTIME\}\$\{EXTRAS:\+,\$\{EXTRAS\}\}\]"', runtime)
     # The runtime extras carry ONNX Runtime and nothing of the export stack.
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     heavy = ("torch", "transformers", "optimum")
-    for runtime_deps in (project["dependencies"], *(project["optional-dependencies"][x] for x in ("gpu", "cpu"))):
+    runtime_extras = ("gpu", "cpu", "tensorrt", "ray")
+    for runtime_deps in (project["dependencies"], *(project["optional-dependencies"][x] for x in runtime_extras)):
         assert not [dep for dep in runtime_deps if dep.startswith(heavy)]
 
 

@@ -236,6 +236,11 @@ class Batcher:
     def closing(self) -> bool:
         return self._closing
 
+    @property
+    def workers_alive(self) -> bool:
+        """Every engine worker thread runs (False before `start` and after `close`): a health signal."""
+        return bool(self._workers) and all(worker.is_alive() for worker in self._workers)
+
     def stop_admitting(self) -> None:
         self._closing = True
 

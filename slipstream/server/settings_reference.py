@@ -9,6 +9,7 @@ when the file and the definitions disagree.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from slipstream.server.config import TAKEOFF_ENV_ALIASES, group_leaves, service_leaves
@@ -46,16 +47,19 @@ def render() -> str:
     return "\n\n".join(parts)
 
 
-def spliced(document: str) -> str:
-    """`document` with the generated block between its markers replaced."""
-    start, end = document.index(BEGIN) + len(BEGIN), document.index(END)
-    return document[:start] + "\n" + render() + "\n" + document[end:]
+def spliced(document: str, block: str | None = None, *, begin: str = BEGIN, end: str = END) -> str:
+    """`document` with the generated block (this module's `render()` by default) between its markers replaced."""
+    start, stop = document.index(begin) + len(begin), document.index(end)
+    return document[:start] + "\n" + (render() if block is None else block) + "\n" + document[stop:]
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(
+    argv: list[str] | None = None, *, default_doc: Path = DEFAULT_DOC, update: Callable[[str], str] = spliced
+) -> int:
+    """Rewrite the generated block of the document named in `argv` (or `default_doc`) with `update`."""
     args = sys.argv[1:] if argv is None else argv
-    path = Path(args[0]) if args else DEFAULT_DOC
-    path.write_text(spliced(path.read_text()))
+    path = Path(args[0]) if args else default_doc
+    path.write_text(update(path.read_text()))
     return 0
 
 

@@ -87,6 +87,7 @@ def run_server(
     env: dict[str, str] | None = None,
     timeout_s: float = 90,
     management: int | Literal["off", "default"] = "off",
+    start_new_session: bool = False,
 ) -> Iterator[ServerProcess]:
     """`management`: the management API's port; "default" leaves it to the server (port + 1), "off"
     (the default here, since nobody checked that port + 1 is free) turns it off."""
@@ -96,7 +97,14 @@ def run_server(
     else:
         environment["SLIPSTREAM_MANAGEMENT_PORT"] = "0" if management == "off" else str(management)
     with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=log_file, stderr=subprocess.STDOUT, env=environment)
+        process = subprocess.Popen(
+            command,
+            cwd=REPO_ROOT,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=environment,
+            start_new_session=start_new_session,
+        )
     server = ServerProcess(f"http://127.0.0.1:{port}", port, process, log_path)
     try:
         deadline = time.monotonic() + timeout_s
