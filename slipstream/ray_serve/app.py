@@ -30,7 +30,7 @@ def application(
 ) -> Application:
     """The deployment with its options, bound to the settings every replica will run."""
     deployment = SLIPSTREAM_DEPLOYMENT.options(**deployment_options(settings, ray))
-    return deployment.bind(given_settings(settings), engine_factory)
+    return deployment.bind(given_settings(settings), engine_factory, read_environment=False)
 
 
 def build(args: Mapping[str, Any]) -> Application:
@@ -42,4 +42,4 @@ def build(args: Mapping[str, Any]) -> Application:
     settings = resolve_settings(given, os.environ)  # fails here, on the driver, rather than in every replica
     ray = msgspec.convert(env_overrides(leaves(RaySettings), os.environ), RaySettings, strict=False)
     deployment = SLIPSTREAM_DEPLOYMENT.options(**deployment_options(settings, ray))
-    return deployment.bind(dict(given), None)
+    return deployment.bind(dict(given), None, read_environment=True)

@@ -62,11 +62,18 @@ def settings_from(args: argparse.Namespace) -> tuple[ServiceSettings, RaySetting
 
 def _run_ray(args: argparse.Namespace) -> int:
     from slipstream.manifest import ManifestError
+    from slipstream.ray_serve.config import ignored_management_settings
     from slipstream.server.cli import check_artifacts
     from slipstream.server.config import ConfigError
 
     try:
         settings, ray_settings = settings_from(args)
+        ignored = ignored_management_settings(settings)
+        if ignored:
+            print(
+                f"slipstream ray: the management API is not served through Ray; ignoring {', '.join(ignored)}",
+                file=sys.stderr,
+            )
         if args.print_config:
             return _print_config(settings, ray_settings)
         if not (ray_settings.address or os.environ.get("RAY_ADDRESS")):

@@ -3,9 +3,10 @@
 The replicas get the settings that differ from the defaults (`given_settings`) and
 resolve the rest on their own node (`resolve_settings`): defaults that name local
 paths (the TensorRT engine cache under the home directory) are the replica's, not
-the machine that deployed it. Between the two, a replica's environment
-(`SLIPSTREAM_*`, e.g. the API key from a Kubernetes Secret) fills in what the given
-settings leave unset.
+the machine that deployed it. Deployed from a Serve config, the given settings are
+a config file to the replica, under its environment's `SLIPSTREAM_*` variables (an
+API key from a Kubernetes Secret); deployed by `slipstream ray`, they are final (its
+own flags and environment are in them already).
 
 `serve_config` is `slipstream ray --print-config`: the file for `serve deploy` and
 for KubeRay's `serveConfigV2`.
@@ -19,12 +20,10 @@ from typing import Any
 
 import msgspec
 
-from slipstream.batching.settings import GroupSettings
 from slipstream.ray_serve.autoscaling import POLICY_PATH
 from slipstream.ray_serve.settings import RaySettings
-from slipstream.server.config import ConfigError, overrides_from_env
-from slipstream.server.settings import ServiceSettings
-from slipstream.settings import deep_merge
+from slipstream.server.config import build_settings
+from slipstream.server.settings import GroupConfig, ServiceSettings
 
 APP_BUILDER = "slipstream.ray_serve.app:build"
 DEPLOYMENT_NAME = "Slipstream"
@@ -32,6 +31,17 @@ DEPLOYMENT_NAME = "Slipstream"
 BACKPRESSURE = {"status_code": 429, "retry_after_s": 1.0}
 # Service settings that are the Ray proxy's (http_options), not the replicas' (they do not listen).
 PROXY_SETTINGS = ("host", "port")
+SECRETS = ("api_key",)
+# The management API's settings: it is not served through Ray (the Serve config says what every replica serves).
+MANAGEMENT_SETTINGS = (
+    "management_port",
+    "management_host",
+    "management_api_key",
+    "readers_file",
+    "export_dir",
+    "export_timeout_s",
+    "reader_defaults",
+)
 # Time for a stopping replica's lifespan to finish after its last request (the engines' threads).
 SHUTDOWN_MARGIN_S = 5.0
 
@@ -52,16 +62,16 @@ def _differences(values: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict
 def given_settings(settings: ServiceSettings, *, with_secrets: bool = True) -> dict[str, Any]:
     """The settings that differ from the defaults, groups with their artifact always, in config-file form.
 
-    Less the proxy's host and port, and (`with_secrets=False`) the API key.
+    Less the proxy's host and port, the management API's settings, and (`with_secrets=False`) the API key.
     """
     data = msgspec.to_builtins(settings)
     groups = data.pop("groups")
-    for key in (*PROXY_SETTINGS, *(() if with_secrets else ("api_key",))):
+    for key in (*PROXY_SETTINGS, *MANAGEMENT_SETTINGS, *(() if with_secrets else SECRETS)):
         data.pop(key)
     service_defaults = msgspec.to_builtins(ServiceSettings())
     service_defaults.pop("groups")
     given = _differences(data, service_defaults)
-    group_defaults = msgspec.to_builtins(GroupSettings())
+    group_defaults = msgspec.to_builtins(GroupConfig())
     given["groups"] = {
         name: {"artifact": values["artifact"], **_differences(values, group_defaults)}
         for name, values in groups.items()
@@ -69,19 +79,16 @@ def given_settings(settings: ServiceSettings, *, with_secrets: bool = True) -> d
     return given
 
 
+def ignored_management_settings(settings: ServiceSettings) -> list[str]:
+    """The management API's settings given other than their defaults (what `slipstream ray` leaves out)."""
+    defaults = msgspec.to_builtins(ServiceSettings())
+    data = msgspec.to_builtins(settings)
+    return [key for key in MANAGEMENT_SETTINGS if key != "reader_defaults" and data[key] != defaults[key]]
+
+
 def resolve_settings(given: Mapping[str, Any], environ: Mapping[str, str]) -> ServiceSettings:
-    """A replica's settings: `given` over its environment's SLIPSTREAM_* variables over the defaults."""
-    data = dict(given)
-    groups = data.pop("groups", None) or {}
-    env_service, env_group = overrides_from_env(environ)
-    merged = deep_merge(env_service, data)
-    merged["groups"] = {str(name): deep_merge(env_group, dict(values or {})) for name, values in groups.items()}
-    if not merged["groups"]:
-        raise ConfigError("no consumer group: the settings name no artifact")
-    try:
-        return msgspec.convert(merged, ServiceSettings, strict=False)
-    except (msgspec.ValidationError, ValueError) as exc:
-        raise ConfigError(f"invalid configuration: {exc}") from None
+    """A replica's settings: `given` as a config file under `environ`'s SLIPSTREAM_* variables (ConfigError)."""
+    return build_settings(config=given, environ=environ)
 
 
 def logging_config(settings: ServiceSettings) -> dict[str, Any]:

@@ -6,12 +6,16 @@ threads are never pickled): the engines, the length-bucketed batchers, every rou
 of every API family, errors, auth and metrics. Ray Serve only routes requests to
 the replicas and scales them.
 
-Ray's hooks, tied to the batcher and the engines:
-- `check_health`: the first call (during the replica's start) waits for warm-up, so
-  Ray routes nothing to a replica before every bucket has run once; later calls fail
-  when warm-up failed or an engine worker thread died, and Ray replaces the replica.
+Ray's hooks, tied to the batchers and the engines:
+- `check_health`: the first call (during the replica's start) waits until the
+  configuration's readers have warmed up, so Ray routes nothing to a replica before
+  every bucket has run once; later calls fail when one of them failed (its warm-up)
+  or an engine worker thread died, and Ray replaces the replica.
 - `record_autoscaling_stats`: the tokens queued in the replica's batchers, what
   `slipstream.ray_serve.autoscaling.QueuedTokensPolicy` scales on.
+
+The management API (its own port) is not served through Ray: the Serve config says
+what every replica serves.
 """
 
 from __future__ import annotations
@@ -75,25 +79,33 @@ class UnhealthyReplica(RuntimeError):
 
 
 def replica_health(state: ServiceState) -> str | None:
-    """Why this replica cannot serve, or None when it can (warm-up still running counts as able)."""
-    if state.warmup_error:
-        return state.warmup_error
-    for group in state.groups.values():
-        if not group.batcher.workers_alive:
-            return f"an engine worker of group {group.name!r} has stopped"
+    """Why this replica cannot serve, or None when it can (readers still warming up count as able)."""
+    for reader in state.readers.by_id.values():
+        if reader.origin == "config" and reader.phase == "failed":
+            return f"reader {reader.reader_id} of group {reader.consumer_group!r} is {reader.state}"
+        if reader.ready and reader.model is not None and not reader.model.batcher.workers_alive:
+            return f"an engine worker of reader {reader.reader_id} (group {reader.consumer_group!r}) has stopped"
     return None
 
 
 def queued_tokens(state: ServiceState) -> int:
-    """Tokens waiting in every group's batcher (the sum of slipstream_queue_tokens)."""
-    return sum(group.batcher.queues.tokens for group in state.groups.values())
+    """Tokens waiting in every reader's batcher (the sum of slipstream_queue_tokens)."""
+    return sum(reader.batcher.queues.tokens for group in state.groups.values() for reader in group.readers)
+
+
+# How often the first health check looks whether warm-up is over.
+_WARM_UP_POLL_S = 0.1
 
 
 class SlipstreamReplica:
     """One replica: the given settings in (`config.given_settings`), the Slipstream app out, built here."""
 
-    def __init__(self, settings: dict[str, Any], engine_factory: EngineFactory | None = None) -> None:
-        self._settings: ServiceSettings = resolve_settings(settings, os.environ)
+    def __init__(
+        self, settings: dict[str, Any], engine_factory: EngineFactory | None = None, *, read_environment: bool = True
+    ) -> None:
+        # From a Serve config, the node's SLIPSTREAM_* variables apply over the given settings, as over a
+        # config file; from `slipstream ray`, the given settings already hold its flags and environment.
+        self._settings: ServiceSettings = resolve_settings(settings, os.environ if read_environment else {})
         self._engine_factory = engine_factory or load_engine_for
         self._state: ServiceState | None = None
         self._warmed_up = False
@@ -107,29 +119,34 @@ class SlipstreamReplica:
         app: Litestar = create_app(settings, engine_factory=self._engine_factory)
         self._state = app.state.service
         replica_id = serve.get_replica_context().replica_tag
-        for group in self._state.groups.values():
-            d = group.description
-            log.info(
-                "replica %s, group %s: %s on %s, variant %s, buckets %s, max batch %d",
-                replica_id,
-                group.name,
-                group.manifest.source.model,
-                d.device,
-                d.variant,
-                group.edges,
-                group.max_batch_size,
-            )
+        for reader in self._state.readers.by_id.values():
+            if reader.model is not None:
+                d = reader.model.description
+                log.info(
+                    "replica %s, reader %s of group %s: %s on %s, variant %s, buckets %s, max batch %d",
+                    replica_id,
+                    reader.reader_id,
+                    reader.consumer_group,
+                    reader.model_name,
+                    d.device,
+                    d.variant,
+                    reader.model.edges,
+                    reader.model.max_batch_size,
+                )
         return ReplicaHeader(app, replica_id)
 
     async def check_health(self) -> None:
         state = self._state
         if state is None:
             raise UnhealthyReplica("the app was not built")
-        if not self._warmed_up and state.warmup_task is not None:
-            # Ray awaits this once before the replica takes traffic: not before warm-up is done.
-            await asyncio.shield(state.warmup_task)
-            self._warmed_up = True
         problem = replica_health(state)
+        while not self._warmed_up and problem is None:
+            # Ray awaits this once before the replica takes traffic: not before warm-up is over.
+            if state.readers.started:
+                self._warmed_up = True
+                break
+            await asyncio.sleep(_WARM_UP_POLL_S)
+            problem = replica_health(state)
         if problem is not None:
             raise UnhealthyReplica(problem)
 

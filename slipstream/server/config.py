@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
+from copy import deepcopy
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,7 @@ def build_settings(
     cli_service: Mapping[str, Any] | None = None,
     cli_group: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
+    config: Mapping[str, Any] | None = None,
 ) -> ServiceSettings:
     """Merge the sources in precedence order and validate the result.
 
@@ -102,17 +104,18 @@ def build_settings(
     means not given.
     `artifact` (the positional ARTIFACT_DIR or SLIPSTREAM_ARTIFACT) defines the
     group `consumer_group` when given; with neither it nor a config file, that
-    group serves the default artifact.
+    group serves the default artifact. `config` stands for a config file's
+    contents already read (a Ray Serve config's `args`).
     """
     environ = os.environ if environ is None else environ
     service: dict[str, Any] = {}
     groups: dict[str, dict[str, Any]] = {}
     config_path = config_file or (Path(environ[CONFIG_ENV]) if CONFIG_ENV in environ else None)
-    if config_path is not None:
-        data = read_config_file(config_path)
+    data = deepcopy(dict(config)) if config is not None else read_config_file(config_path) if config_path else None
+    if data is not None:
         raw_groups = data.pop("groups", {}) or {}
         if not isinstance(raw_groups, dict):
-            raise ConfigError(f"{config_path}: `groups` must be a table of consumer groups")
+            raise ConfigError(f"{config_path or 'the configuration'}: `groups` must be a table of consumer groups")
         service = data
         groups = {str(name): dict(values or {}) for name, values in raw_groups.items()}
 

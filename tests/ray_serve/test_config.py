@@ -85,21 +85,20 @@ def test_ray_settings_come_from_the_environment_below_flags(monkeypatch):
     assert scaling["policy"]["policy_kwargs"] == {"target_queue_tokens": 999}
 
 
-def test_a_replica_resolves_the_given_settings_over_its_environment(tmp_path):
+def test_a_replica_resolves_the_given_settings_as_a_config_file_under_its_environment(tmp_path):
     settings = build_settings(
         artifact="/models/m", cli_service={"tokenizer_threads": 2}, cli_group={"max_batch_size": 8}, environ={}
     )
     given = given_settings(settings)
-    assert resolve_settings(given, {}) == settings
-    # The environment fills in what was not given (an API key from a secret) and never overrides what was.
-    env = {"SLIPSTREAM_API_KEY": "from-secret", "SLIPSTREAM_MAX_BATCH_SIZE": "64", "SLIPSTREAM_TOKENIZER_THREADS": "4"}
+    resolved = resolve_settings(given, {})  # what `slipstream ray` hands its replicas: final
+    assert (resolved.groups, resolved.tokenizer_threads) == (settings.groups, 2)
+    # From a Serve config, the node's variables apply over it, as over a config file (an API key from a secret).
+    env = {"SLIPSTREAM_API_KEY": "from-secret", "SLIPSTREAM_MAX_BATCH_SIZE": "64"}
     resolved = resolve_settings(msgspec.json.decode(msgspec.json.encode(given)), env)
     assert resolved.api_key == "from-secret"
-    assert resolved.tokenizer_threads == 2 and resolved.groups["primary"].max_batch_size == 8
+    assert resolved.tokenizer_threads == 2 and resolved.groups["primary"].max_batch_size == 64
     with pytest.raises(ConfigError, match="max_batch_size"):
         resolve_settings({"groups": {"g": {"artifact": "/m", "max_batch_size": 0}}}, {})
-    with pytest.raises(ConfigError, match="no consumer group"):
-        resolve_settings({}, {})
 
 
 def test_the_serve_config_builder_takes_the_printed_args(tmp_path):
@@ -115,9 +114,12 @@ def test_without_an_artifact_slipstream_ray_says_which(tmp_path, capsys):
     assert code == 2 and "missing" in capsys.readouterr().err
 
 
-def test_given_settings_keep_only_what_differs_from_the_defaults():
+def test_given_settings_keep_only_what_differs_from_the_defaults_and_leave_the_management_api_out(capsys):
     settings = build_settings(artifact=str(Path("/m")), environ={})
     assert given_settings(settings) == {"groups": {"primary": {"artifact": "/m"}}}
+    code, out, err = print_config("/m", "--management-port", "9000", "--readers-file", "/tmp/r.json")
+    assert code == 0 and "management_port" not in out and "readers_file" not in out
+    assert "not served through Ray; ignoring management_port, readers_file" in err
 
 
 def test_the_ray_settings_table_in_the_deployment_guide_is_generated_from_the_definitions():

@@ -31,7 +31,7 @@ async def replica(artifact: Path, **engine: Any) -> AsyncIterator[tuple[Slipstre
         return RecordingEngine([8, 16, 64], **engine)
 
     app = create_app(settings, engine_factory=factory)
-    instance = SlipstreamReplica({"groups": {"primary": {"artifact": str(artifact)}}})
+    instance = SlipstreamReplica({"groups": {"primary": {"artifact": str(artifact)}}}, read_environment=False)
     instance._state = app.state.service
     transport = httpx.ASGITransport(app=cast(Any, ReplicaHeader(app, "r-1")))
     # The app's own start-up and shutdown (as Ray runs them), on this event loop.
@@ -72,7 +72,7 @@ def test_the_first_health_check_waits_for_warm_up_then_passes(fake_classifier_ar
 def test_a_failed_warm_up_makes_the_replica_unhealthy(fake_classifier_artifact):
     async def scenario() -> None:
         async with replica(fake_classifier_artifact, fail_on_id=1) as (instance, _):  # warm-up runs all-ones batches
-            with pytest.raises(UnhealthyReplica, match="warm-up of group 'primary' failed"):
+            with pytest.raises(UnhealthyReplica, match="of group 'primary' is failed: warm-up failed"):
                 await instance.check_health()
 
     asyncio.run(scenario())
@@ -82,9 +82,12 @@ def test_a_stopped_engine_worker_makes_the_replica_unhealthy(fake_classifier_art
     async def scenario() -> None:
         async with replica(fake_classifier_artifact) as (instance, _):
             await instance.check_health()
-            await state_of(instance).groups["primary"].batcher.close(1.0)
+            (reader,) = state_of(instance).groups["primary"].readers
+            await reader.batcher.close(1.0)
             await asyncio.sleep(0.05)
-            with pytest.raises(UnhealthyReplica, match="engine worker of group 'primary'"):
+            with pytest.raises(
+                UnhealthyReplica, match=r"an engine worker of reader .* \(group 'primary'\) has stopped"
+            ):
                 await instance.check_health()
 
     asyncio.run(scenario())
