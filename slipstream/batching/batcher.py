@@ -65,10 +65,11 @@ MAX_STUCK_WORKERS = 8
 class _Worker:
     """One engine worker thread; `abandoned` once the watchdog gave up its batch."""
 
-    __slots__ = ("abandoned",)
+    __slots__ = ("abandoned", "thread")
 
     def __init__(self) -> None:
         self.abandoned = False
+        self.thread: threading.Thread | None = None
 
 
 class PendingRequest:
@@ -193,7 +194,7 @@ class Batcher:
         self._queue_lock = threading.Condition()
         self._in_flight: dict[int, list[QueuedItem]] = {}  # batch number -> items, until the loop has them
         self._batch_numbers = itertools.count(1)
-        self._workers: list[threading.Thread] = []
+        self._workers: list[_Worker] = []  # every worker started, given-up ones included
         # The watchdog's view: when each running batch started, and on which worker.
         self.batch_timeout_s = batch_timeout_s
         self._running: dict[int, tuple[float, _Worker]] = {}
@@ -222,11 +223,11 @@ class Batcher:
         worker = _Worker()
         with self._queue_lock:
             self._active_workers += 1
-        thread = threading.Thread(
+        worker.thread = threading.Thread(
             target=self._work, args=(worker,), name=f"engine-{self.name}-{len(self._workers)}", daemon=True
         )
-        self._workers.append(thread)
-        thread.start()
+        self._workers.append(worker)
+        worker.thread.start()
 
     async def warmup(self, shapes: list[tuple[int, int]]) -> None:
         """Run the engine's warm-up in a thread (the loop stays responsive)."""
@@ -238,8 +239,13 @@ class Batcher:
 
     @property
     def workers_alive(self) -> bool:
-        """Every engine worker thread runs (False before `start` and after `close`): a health signal."""
-        return bool(self._workers) and all(worker.is_alive() for worker in self._workers)
+        """Every engine worker the batcher counts on runs, and there is one (False before `start`, after
+        `close`, and once every worker is stuck): a health signal. Workers the watchdog gave up do not
+        count: one that comes back to no free place exits, as it should."""
+        with self._queue_lock:
+            counted = [worker.thread for worker in self._workers if not worker.abandoned]
+            active = self._active_workers
+        return not self._stopping and active > 0 and all(thread is not None and thread.is_alive() for thread in counted)
 
     def stop_admitting(self) -> None:
         self._closing = True

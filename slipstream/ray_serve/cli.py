@@ -62,7 +62,7 @@ def settings_from(args: argparse.Namespace) -> tuple[ServiceSettings, RaySetting
 
 def _run_ray(args: argparse.Namespace) -> int:
     from slipstream.manifest import ManifestError
-    from slipstream.ray_serve.config import ignored_management_settings
+    from slipstream.ray_serve.config import ignored_management_settings, unenforced_edge_settings
     from slipstream.server.cli import check_artifacts
     from slipstream.server.config import ConfigError
 
@@ -72,6 +72,13 @@ def _run_ray(args: argparse.Namespace) -> int:
         if ignored:
             print(
                 f"slipstream ray: the management API is not served through Ray; ignoring {', '.join(ignored)}",
+                file=sys.stderr,
+            )
+        unenforced = unenforced_edge_settings(settings)
+        if unenforced:
+            print(
+                f"slipstream ray: Ray Serve's proxy has no header deadline and no connection cap; ignoring "
+                f"{', '.join(unenforced)} (set them on the load balancer in front: docs/deploy.md#slow-clients)",
                 file=sys.stderr,
             )
         if args.print_config:

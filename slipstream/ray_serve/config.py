@@ -23,14 +23,17 @@ import msgspec
 from slipstream.ray_serve.autoscaling import POLICY_PATH
 from slipstream.ray_serve.settings import RaySettings
 from slipstream.server.config import build_settings
-from slipstream.server.settings import GroupConfig, ServiceSettings
+from slipstream.server.settings import GroupConfig, HttpLimits, ServiceSettings
 
 APP_BUILDER = "slipstream.ray_serve.app:build"
 DEPLOYMENT_NAME = "Slipstream"
 # Ray's backpressure (max_queued_requests) answers like the replicas' own overload: 429, Retry-After.
 BACKPRESSURE = {"status_code": 429, "retry_after_s": 1.0}
-# Service settings that are the Ray proxy's (http_options), not the replicas' (they do not listen).
-PROXY_SETTINGS = ("host", "port")
+# Service settings that are the Ray proxy's, not the replicas' (they do not listen): host, port and the
+# keep-alive timeout go to `http_options`, the body deadline to the proxy middleware (`proxy_http_options`).
+PROXY_SETTINGS = ("host", "port", "http")
+# The edge limits of `slipstream serve` (slipstream.server.edge) that Ray's proxy has no way to apply.
+UNENFORCED_EDGE_SETTINGS = ("header_timeout_s", "max_connections")
 SECRETS = ("api_key",)
 # The management API's settings: it is not served through Ray (the Serve config says what every replica serves).
 MANAGEMENT_SETTINGS = (
@@ -62,7 +65,8 @@ def _differences(values: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict
 def given_settings(settings: ServiceSettings, *, with_secrets: bool = True) -> dict[str, Any]:
     """The settings that differ from the defaults, groups with their artifact always, in config-file form.
 
-    Less the proxy's host and port, the management API's settings, and (`with_secrets=False`) the API key.
+    Less the proxy's settings (host, port, the `http` limits), the management API's settings, and
+    (`with_secrets=False`) the API key.
     """
     data = msgspec.to_builtins(settings)
     groups = data.pop("groups")
@@ -84,6 +88,25 @@ def ignored_management_settings(settings: ServiceSettings) -> list[str]:
     defaults = msgspec.to_builtins(ServiceSettings())
     data = msgspec.to_builtins(settings)
     return [key for key in MANAGEMENT_SETTINGS if key != "reader_defaults" and data[key] != defaults[key]]
+
+
+def unenforced_edge_settings(settings: ServiceSettings) -> list[str]:
+    """The `http` limits given other than their defaults that Ray's proxy does not apply (docs/deploy.md)."""
+    defaults = msgspec.to_builtins(HttpLimits())
+    data = msgspec.to_builtins(settings.http)
+    return [f"http.{key}" for key in UNENFORCED_EDGE_SETTINGS if data[key] != defaults[key]]
+
+
+def proxy_http_options(settings: ServiceSettings) -> dict[str, Any]:
+    """Ray Serve's `http_options`: where its proxy listens, and how long it keeps an idle connection.
+
+    Ray takes the keep-alive timeout in whole seconds.
+    """
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "keep_alive_timeout_s": math.ceil(settings.http.keep_alive_timeout_s),
+    }
 
 
 def resolve_settings(given: Mapping[str, Any], environ: Mapping[str, str]) -> ServiceSettings:
@@ -135,7 +158,7 @@ def serve_config(settings: ServiceSettings, ray: RaySettings) -> dict[str, Any]:
     """The Ray Serve config file (`serve deploy`, KubeRay's serveConfigV2); the API key is left out."""
     return {
         "proxy_location": "EveryNode",
-        "http_options": {"host": settings.host, "port": settings.port},
+        "http_options": proxy_http_options(settings),
         "logging_config": logging_config(settings),
         "applications": [
             {

@@ -10,7 +10,8 @@ Ray's hooks, tied to the batchers and the engines:
 - `check_health`: the first call (during the replica's start) waits until the
   configuration's readers have warmed up, so Ray routes nothing to a replica before
   every bucket has run once; later calls fail when one of them failed (its warm-up)
-  or an engine worker thread died, and Ray replaces the replica.
+  or an engine worker thread died, or the batch watchdog has no worker left that
+  is not stuck in a hung engine run, and Ray replaces the replica.
 - `record_autoscaling_stats`: the tokens queued in the replica's batchers, what
   `slipstream.ray_serve.autoscaling.QueuedTokensPolicy` scales on.
 
@@ -84,7 +85,10 @@ def replica_health(state: ServiceState) -> str | None:
         if reader.origin == "config" and reader.phase == "failed":
             return f"reader {reader.reader_id} of group {reader.consumer_group!r} is {reader.state}"
         if reader.ready and reader.model is not None and not reader.model.batcher.workers_alive:
-            return f"an engine worker of reader {reader.reader_id} (group {reader.consumer_group!r}) has stopped"
+            return (
+                f"the engine of reader {reader.reader_id} (group {reader.consumer_group!r}) has no working worker "
+                "left (one stopped, or every one is stuck past batch_timeout_s)"
+            )
     return None
 
 

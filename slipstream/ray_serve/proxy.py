@@ -8,6 +8,10 @@ proxy on every node, makes those look like ours too:
   replica is running, 404 before the application is deployed, 408) get the body
   `{"error", "error_type"}` that every Slipstream error has, their status and
   `Retry-After` unchanged.
+- A request's body must arrive within `http.body_timeout_s` of its headers, as at
+  `slipstream serve`'s edge: past it, a 408 and the connection is closed. (Ray's
+  proxy, uvicorn, has no deadline of its own for a body: a client trickling one
+  would hold its connection and a task for as long as it liked.)
 - A replica that dies while it holds a request makes Ray's proxy return without an
   answer (uvicorn would send a bare 500). The request body is kept, so the request
   is sent again (`proxy_retries` times), to another replica; scoring is a pure
@@ -23,6 +27,7 @@ This module imports no Litestar and no engine: the proxy process stays small.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -31,7 +36,7 @@ from typing import Any
 import msgspec
 from starlette.middleware import Middleware
 
-from slipstream.batching.errors import DeadlineExceeded, NotFound, QueueFull, ServiceError, Unavailable
+from slipstream.batching.errors import NotFound, QueueFull, ServiceError, Unavailable
 
 log = logging.getLogger("slipstream.ray_serve")
 
@@ -47,9 +52,12 @@ CALLBACK_PATH = "slipstream.ray_serve.proxy:middlewares"
 # The ServiceSettings default: bodies up to the replicas' own limit are kept for a retry.
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 
+# The error type of `slipstream serve`'s own 408 (slipstream.server.edge), for a body or a request too slow.
+REQUEST_TIMEOUT = "request_timeout"
+
 _ERROR_TYPES = {
     404: NotFound.error_type,
-    408: DeadlineExceeded.error_type,
+    408: REQUEST_TIMEOUT,
     429: QueueFull.error_type,
     503: Unavailable.error_type,
 }
@@ -100,10 +108,18 @@ class _Attempt:
 class SlipstreamProxy:
     """ASGI middleware for Ray Serve's proxy (see the module's docstring)."""
 
-    def __init__(self, app: ASGIApp, *, retries: int = 1, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        retries: int = 1,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        body_timeout_s: float | None = None,
+    ) -> None:
         self.app = app
         self.retries = retries
         self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -111,13 +127,21 @@ class SlipstreamProxy:
             return
         chunks: list[bytes] = []
         size, complete, gone = 0, False, False
-        while not complete and size <= self.max_body_bytes:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return  # the client left before it finished sending
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            complete = not message.get("more_body", False)
+        try:
+            # Ray's proxy calls this once the headers are in: the deadline counts from them.
+            async with asyncio.timeout(self.body_timeout_s):
+                while not complete and size <= self.max_body_bytes:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return  # the client left before it finished sending
+                    chunks.append(message.get("body", b""))
+                    size += len(chunks[-1])
+                    complete = not message.get("more_body", False)
+        except TimeoutError:
+            text = f"the request's body did not arrive within {self.body_timeout_s:g} s of its headers"
+            for out in error_message(408, text, [(b"connection", b"close")]):  # uvicorn then closes it
+                await send(out)
+            return
         body = b"".join(chunks)
         attempts = 1 + (self.retries if complete else 0)  # a body too large to keep is sent once
 
@@ -156,4 +180,11 @@ def middlewares() -> list[Middleware]:
 
     ray = msgspec.convert(env_overrides(leaves(RaySettings), os.environ), RaySettings, strict=False)
     service = msgspec.convert(env_overrides(service_leaves(), os.environ), ServiceSettings, strict=False)
-    return [Middleware(SlipstreamProxy, retries=ray.proxy_retries, max_body_bytes=service.max_body_bytes)]
+    return [
+        Middleware(
+            SlipstreamProxy,
+            retries=ray.proxy_retries,
+            max_body_bytes=service.max_body_bytes,
+            body_timeout_s=service.http.body_timeout_s,
+        )
+    ]

@@ -22,7 +22,7 @@ from ray import serve
 
 from slipstream.batching.group import EngineFactory
 from slipstream.ray_serve.app import application
-from slipstream.ray_serve.config import logging_config
+from slipstream.ray_serve.config import logging_config, proxy_http_options
 from slipstream.ray_serve.proxy import CALLBACK_ENV, CALLBACK_PATH
 from slipstream.ray_serve.settings import RaySettings
 from slipstream.server.config import settings_as_toml_like
@@ -57,6 +57,7 @@ def connect(settings: ServiceSettings, ray_settings: RaySettings) -> bool:
     os.environ.setdefault("RAY_worker_niceness", "0")
     os.environ[ENV_PREFIX + "PROXY_RETRIES"] = str(ray_settings.proxy_retries)
     os.environ[ENV_PREFIX + "MAX_BODY_BYTES"] = str(settings.max_body_bytes)
+    os.environ[ENV_PREFIX + "HTTP__BODY_TIMEOUT_S"] = str(settings.http.body_timeout_s)
     ray.init(
         address="local",
         num_cpus=ray_settings.ray_num_cpus,
@@ -115,7 +116,7 @@ def run(settings: ServiceSettings, ray_settings: RaySettings, *, engine_factory:
         signals.install()
         serve.start(
             proxy_location="EveryNode",
-            http_options={"host": settings.host, "port": settings.port},
+            http_options=proxy_http_options(settings),
             logging_config=logging_config(settings),
         )
         low, high = ray_settings.autoscale_bounds

@@ -273,12 +273,15 @@ def test_a_hung_batch_is_given_up_and_its_worker_replaced():
         good = await asyncio.wait_for(batcher.infer(encoded([[5, 1]])), 5)
         np.testing.assert_array_equal(good[0], RecordingEngine.reference(np.array([5, 1]), np.array([1, 1])))
         assert batcher.batches_timed_out == 1
+        assert batcher.workers_alive  # healthy: the replacement serves
         # The stuck run returns at last: its result is dropped, and its worker leaves (its place is taken).
         engine.release()
         await asyncio.sleep(0.1)
         assert batcher.items_computed == 1
+        assert batcher.workers_alive  # the worker that left was given up: its exit is no failure
         assert (await batcher.infer(encoded([[7]]))).shape == (1, 3)
         await batcher.close(1.0)
+        assert not batcher.workers_alive
 
     asyncio.run(scenario())
 
@@ -295,8 +298,11 @@ def test_a_wedged_engine_is_refused_once_no_worker_is_left(monkeypatch):
                 await asyncio.wait_for(batcher.infer(encoded([[777]])), 5)
         with pytest.raises(Unavailable, match="not responding"):
             batcher.submit(encoded([[5]]))
+        healthy_while_wedged = batcher.workers_alive
         engine.release()  # the engine comes back: a stuck worker rejoins and the group serves again
         await asyncio.sleep(0.2)
+        assert not healthy_while_wedged  # unhealthy: a replica in this state is replaced (ray_serve)
+        assert batcher.workers_alive
         assert (await asyncio.wait_for(batcher.infer(encoded([[5]])), 5)).shape == (1, 3)
         await batcher.close(1.0)
 

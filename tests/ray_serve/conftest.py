@@ -213,7 +213,9 @@ def cluster_config(
         "slow": {"artifact": str(fake_classifier_artifact), "max_queue_tokens": 100},
     }
     directory = tmp_path_factory.mktemp("ray-config")
-    return write_config(directory / "slipstream.toml", groups, api_key=API_KEY, max_body_bytes=65536)
+    # A short body deadline, so that a trickled body is cut off soon (through Ray: by its proxy's middleware).
+    service = {"api_key": API_KEY, "max_body_bytes": 65536, "http.body_timeout_s": 2}
+    return write_config(directory / "slipstream.toml", groups, **service)
 
 
 @pytest.fixture(scope="session")

@@ -38,6 +38,11 @@ PRIMARY_REQUESTS: list[tuple[str, str, dict]] = [
     ("POST", "/decode", {"ids": [101, 7592, 102]}),
     ("POST", "/", {"inputs": "one text"}),
     ("GET", "/ping", {}),
+    # Strict bodies and the published schema (issue 16): the replica's app decides, as on one server.
+    ("POST", "/classify", {"text": "x", "no_such_field": 1}),
+    ("POST", "/predict", {"inputs": "x", "truncate": "yes"}),
+    ("POST", "/v2/rerank", {"model": "reranker", "query": "q", "documents": ["a", "b"], "top_n": 1.0}),
+    ("GET", "/docs/openapi.json", {}),
 ]
 
 
@@ -85,6 +90,28 @@ def test_errors_and_auth_are_the_servers_own(ray_cluster: RayServe, plain_server
     too_big = httpx.post(f"{ray_cluster.url}/classify", json={"text": "a" * 70_000}, headers=AUTH)
     assert too_big.status_code == 413 and replica_of(too_big)
     assert httpx.get(f"{ray_cluster.url}/health").status_code == 200  # public, as on one server
+
+
+def test_a_body_that_stops_arriving_is_cut_off_as_on_one_server(ray_cluster: RayServe, plain_server):
+    async def trickle(port: int) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"POST /classify HTTP/1.1\r\nHost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+            + f"authorization: {AUTH['Authorization']}\r\n".encode()
+            + b'content-length: 100\r\n\r\n{"text": '
+        )
+        try:
+            return await asyncio.wait_for(reader.read(), 60)  # until the server closes the connection
+        finally:
+            writer.close()
+
+    answers = {}
+    for name, url in (("ray", ray_cluster.url), ("plain", plain_server.url)):
+        answers[name] = asyncio.run(trickle(httpx.URL(url).port or 80))
+    for answer in answers.values():
+        assert answer.startswith(b"HTTP/1.1 408 "), answer
+    ray_body, plain_body = (json.loads(answer.split(b"\r\n\r\n", 1)[1]) for answer in answers.values())
+    assert ray_body == plain_body and ray_body["error_type"] == "request_timeout"
 
 
 def test_both_replicas_serve_and_each_says_which_it_is(ray_cluster: RayServe):

@@ -33,7 +33,7 @@ def test_print_config_is_a_valid_serve_config_with_our_policy_and_limits(tmp_pat
     assert code == 0
     config = yaml.safe_load(out)
     ServeDeploySchema.model_validate(config)  # what `serve deploy` and KubeRay check
-    assert config["http_options"] == {"host": "0.0.0.0", "port": 8000}
+    assert config["http_options"] == {"host": "0.0.0.0", "port": 8000, "keep_alive_timeout_s": 5}
     (app,) = config["applications"]
     assert app["import_path"] == "slipstream.ray_serve.app:build" and app["route_prefix"] == "/"
     settings = app["args"]["settings"]
@@ -120,6 +120,20 @@ def test_given_settings_keep_only_what_differs_from_the_defaults_and_leave_the_m
     code, out, err = print_config("/m", "--management-port", "9000", "--readers-file", "/tmp/r.json")
     assert code == 0 and "management_port" not in out and "readers_file" not in out
     assert "not served through Ray; ignoring management_port, readers_file" in err
+
+
+def test_the_edge_limits_are_the_proxys_and_those_it_cannot_apply_are_named():
+    code, out, err = print_config(
+        "/m", "--http.keep-alive-timeout-s", "2.5", "--http.body-timeout-s", "4",
+        "--http.header-timeout-s", "3", "--http.max-connections", "100",
+    )  # fmt: skip
+    assert code == 0
+    config = yaml.safe_load(out)
+    assert config["http_options"]["keep_alive_timeout_s"] == 3  # Ray takes whole seconds
+    assert "http" not in config["applications"][0]["args"]["settings"]  # the replicas do not listen
+    assert "no header deadline and no connection cap; ignoring http.header_timeout_s, http.max_connections" in err
+    code, _, err = print_config("/m", "--http.body-timeout-s", "4")
+    assert code == 0 and "ignoring" not in err  # the proxy middleware applies the body deadline
 
 
 def test_the_ray_settings_table_in_the_deployment_guide_is_generated_from_the_definitions():

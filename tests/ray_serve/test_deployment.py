@@ -12,6 +12,7 @@ from typing import Any, cast
 import httpx
 import pytest
 
+from slipstream.batching import batcher as batcher_module
 from slipstream.batching.settings import GroupSettings
 from slipstream.manifest import Manifest
 from slipstream.ray_serve.deployment import ReplicaHeader, SlipstreamReplica, UnhealthyReplica, queued_tokens
@@ -20,12 +21,15 @@ from slipstream.server.config import build_settings
 from slipstream.server.lifespan import service_lifespan
 from slipstream.server.state import ServiceState
 from tests.batching.fakes import RecordingEngine
+from tests.server.test_load import plain_tokenizer
 
 
 @asynccontextmanager
-async def replica(artifact: Path, **engine: Any) -> AsyncIterator[tuple[SlipstreamReplica, httpx.AsyncClient]]:
+async def replica(
+    artifact: Path, group: dict[str, Any] | None = None, **engine: Any
+) -> AsyncIterator[tuple[SlipstreamReplica, httpx.AsyncClient]]:
     """The app a replica builds, started (lifespan: engine workers, warm-up), and the replica around it."""
-    settings = build_settings(artifact=str(artifact), environ={})
+    settings = build_settings(config={"groups": {"primary": {"artifact": str(artifact), **(group or {})}}}, environ={})
 
     def factory(group: GroupSettings, manifest: Manifest) -> RecordingEngine:
         return RecordingEngine([8, 16, 64], **engine)
@@ -85,10 +89,30 @@ def test_a_stopped_engine_worker_makes_the_replica_unhealthy(fake_classifier_art
             (reader,) = state_of(instance).groups["primary"].readers
             await reader.batcher.close(1.0)
             await asyncio.sleep(0.05)
-            with pytest.raises(
-                UnhealthyReplica, match=r"an engine worker of reader .* \(group 'primary'\) has stopped"
-            ):
+            with pytest.raises(UnhealthyReplica, match=r"the engine of reader .* \(group 'primary'\) has no working"):
                 await instance.check_health()
+
+    asyncio.run(scenario())
+
+
+def test_an_engine_hung_past_the_watchdog_makes_the_replica_unhealthy(fake_classifier_artifact, monkeypatch):
+    # With no stuck worker allowed, the first hung batch leaves the engine no worker (issue 16's watchdog):
+    # the replica refuses work with 503, and Ray is told to replace it.
+    monkeypatch.setattr(batcher_module, "MAX_STUCK_WORKERS", 0)
+    (wedge,) = plain_tokenizer(fake_classifier_artifact).encode("wedge", add_special_tokens=False).ids
+
+    async def scenario() -> None:
+        group = {"batch_timeout_s": 0.2}
+        async with replica(fake_classifier_artifact, group, hang_on_id=wedge) as (instance, client):
+            await instance.check_health()
+            hung = await client.post("/classify", json={"text": "wedge"})
+            assert hung.status_code == 504 and hung.headers["x-slipstream-replica"] == "r-1"
+            refused = await client.post("/classify", json={"text": "calm"})
+            assert refused.status_code == 503
+            with pytest.raises(UnhealthyReplica, match="stuck past batch_timeout_s"):
+                await instance.check_health()
+            (reader,) = state_of(instance).groups["primary"].readers
+            cast(RecordingEngine, reader.batcher.engine).release()  # let the stuck thread end with the test
 
     asyncio.run(scenario())
 

@@ -80,7 +80,7 @@ def test_a_replicas_answers_pass_through_untouched():
 
 @pytest.mark.parametrize(
     ("status", "error_type"),
-    [(429, "overloaded"), (503, "unavailable"), (404, "not_found"), (408, "timeout"), (500, "internal")],
+    [(429, "overloaded"), (503, "unavailable"), (404, "not_found"), (408, "request_timeout"), (500, "internal")],
 )
 def test_rays_own_errors_get_the_json_error_body_with_their_status_and_retry_after(status, error_type):
     code, headers, body = status_headers_body(call(SlipstreamProxy(Downstream(f"ray-{status}"))))
@@ -134,9 +134,42 @@ def test_websockets_and_lifespan_pass_through():
     assert seen == ["lifespan", "websocket"]
 
 
+def test_a_body_that_does_not_arrive_in_time_gets_408_and_the_connection_closed():
+    downstream = Downstream("ok")
+    incoming = [{"type": "http.request", "body": b'{"text": "a trick', "more_body": True}]
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        if incoming:
+            return incoming.pop(0)
+        await asyncio.sleep(3600)  # the rest of the body never comes
+        raise AssertionError
+
+    async def send(message) -> None:
+        sent.append(message)
+
+    proxy = SlipstreamProxy(downstream, body_timeout_s=0.05)
+    scope = {"type": "http", "method": "POST", "path": "/classify", "headers": []}
+    asyncio.run(asyncio.wait_for(proxy(scope, receive, send), 10))
+    status, headers, body = status_headers_body(sent)
+    assert status == 408 and headers[b"connection"] == b"close"
+    assert json.loads(body) == {
+        "error": "the request's body did not arrive within 0.05 s of its headers",
+        "error_type": "request_timeout",  # as `slipstream serve`'s edge says it
+    }
+    assert downstream.bodies == []  # nothing of it reached a replica
+
+
+def test_the_body_deadline_leaves_a_body_that_arrives_alone():
+    downstream = Downstream("ok")
+    status, _, _ = status_headers_body(call(SlipstreamProxy(downstream, body_timeout_s=5), chunk=3))
+    assert status == 200 and downstream.bodies == [b'{"text": "hi"}']
+
+
 def test_the_proxy_callback_reads_its_settings_from_the_environment(monkeypatch):
     monkeypatch.setenv("SLIPSTREAM_PROXY_RETRIES", "3")
     monkeypatch.setenv("SLIPSTREAM_MAX_BODY_BYTES", "1234")
+    monkeypatch.setenv("SLIPSTREAM_HTTP__BODY_TIMEOUT_S", "7.5")
     (middleware,) = middlewares()
     assert cast(object, middleware.cls) is SlipstreamProxy
-    assert middleware.kwargs == {"retries": 3, "max_body_bytes": 1234}
+    assert middleware.kwargs == {"retries": 3, "max_body_bytes": 1234, "body_timeout_s": 7.5}
