@@ -30,7 +30,7 @@ DEPLOYMENT_NAME = "Slipstream"
 # Ray's backpressure (max_queued_requests) answers like the replicas' own overload: 429, Retry-After.
 BACKPRESSURE = {"status_code": 429, "retry_after_s": 1.0}
 # Service settings that are the Ray proxy's, not the replicas' (they do not listen): host, port and the
-# keep-alive timeout go to `http_options`, the body deadline to the proxy middleware (`proxy_http_options`).
+# keep-alive timeout go to `http_options` (`proxy_http_options`), the body deadline to the proxy middleware.
 PROXY_SETTINGS = ("host", "port", "http")
 # The edge limits of `slipstream serve` (slipstream.server.edge) that Ray's proxy has no way to apply.
 UNENFORCED_EDGE_SETTINGS = ("header_timeout_s", "max_connections")

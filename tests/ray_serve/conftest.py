@@ -213,8 +213,10 @@ def cluster_config(
         "slow": {"artifact": str(fake_classifier_artifact), "max_queue_tokens": 100},
     }
     directory = tmp_path_factory.mktemp("ray-config")
-    # A short body deadline, so that a trickled body is cut off soon (through Ray: by its proxy's middleware).
-    service = {"api_key": API_KEY, "max_body_bytes": 65536, "http.body_timeout_s": 2}
+    # A shorter body deadline than the default 30 s, so that a trickled body is cut off soon (through Ray: by its
+    # proxy's middleware); not too short: on a loaded machine a client flooding the cluster may send a body
+    # seconds after its headers.
+    service = {"api_key": API_KEY, "max_body_bytes": 65536, "http.body_timeout_s": 10}
     return write_config(directory / "slipstream.toml", groups, **service)
 
 

@@ -105,12 +105,13 @@ def test_a_body_that_stops_arriving_is_cut_off_as_on_one_server(ray_cluster: Ray
         finally:
             writer.close()
 
-    answers = {}
-    for name, url in (("ray", ray_cluster.url), ("plain", plain_server.url)):
-        answers[name] = asyncio.run(trickle(httpx.URL(url).port or 80))
-    for answer in answers.values():
+    async def both() -> list[bytes]:
+        return await asyncio.gather(*(trickle(server.port) for server in (ray_cluster.server, plain_server)))
+
+    answers = asyncio.run(both())
+    for answer in answers:
         assert answer.startswith(b"HTTP/1.1 408 "), answer
-    ray_body, plain_body = (json.loads(answer.split(b"\r\n\r\n", 1)[1]) for answer in answers.values())
+    ray_body, plain_body = (json.loads(answer.split(b"\r\n\r\n", 1)[1]) for answer in answers)
     assert ray_body == plain_body and ray_body["error_type"] == "request_timeout"
 
 
