@@ -178,12 +178,17 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         cycle = self.cycle
-        response_underway = cycle is not None and cycle.response_started and not cycle.response_complete
+        if reason == HEADER_TIMEOUT:
+            # `cycle` is the previous request's: a 408 must not cut into its response.
+            answer = cycle is None or cycle.response_complete or not cycle.response_started
+        else:
+            # `cycle` is this request's: an app that already answered (a 404, a 401 before the body) has said all.
+            answer = cycle is None or not cycle.response_started
         if cycle is not None and not cycle.response_complete:
             # The app waiting for this body hears a disconnect, and its answer goes nowhere.
             cycle.disconnected = True
             cycle.message_event.set()
-        if not response_underway:
+        if answer:
             self.transport.write(self._guard.header_timeout if reason == HEADER_TIMEOUT else self._guard.body_timeout)
         self.transport.close()
         self._guard.on_close(reason)

@@ -197,6 +197,27 @@ def test_a_body_that_stops_arriving_is_cut_off(edge_server):
     assert b"body" in answer
 
 
+def test_a_request_answered_before_its_body_arrived_gets_that_answer_alone(edge_server):
+    async def scenario() -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", edge_server.port)
+        writer.write(
+            b"POST /no-such-route HTTP/1.1\r\nHost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+            b'content-length: 100\r\n\r\n{"text": '
+        )
+        received = b""
+        try:
+            # Everything the server writes until it closes the connection at the body deadline.
+            while chunk := await asyncio.wait_for(reader.read(4096), 60):
+                received += chunk
+        finally:
+            writer.close()
+        return received
+
+    answer = asyncio.run(scenario())
+    assert answer.startswith(b"HTTP/1.1 404 "), answer
+    assert answer.count(b"HTTP/1.1 ") == 1, answer
+
+
 def test_the_connection_cap_stays_well_below_the_open_file_limit():
     assert connection_cap(4096, 1024) == 768  # a quarter of the descriptors stays for everything else
     assert connection_cap(100, 1024) == 100
