@@ -73,7 +73,9 @@ def running_server(
             command,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
+            # No management API: it would listen on port + 1, which nothing reserved for it (a race with
+            # whatever else picks free ports on the machine), and benchmarks measure the inference API.
+            env={**os.environ, "SLIPSTREAM_MANAGEMENT_PORT": "0", **(env or {})},
             # Its own session: a Ctrl-C in the terminal reaches the benchmark, which stops the server in order.
             start_new_session=True,
             preexec_fn=die_with_parent,

@@ -71,9 +71,9 @@ def capped_server(fake_classifier_artifact: Path, tmp_path: Path):
 class Drip:
     """One slow client: a request line and headers, a byte-sized piece at a time, never the blank line."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, connected_at: float) -> None:
         self.reader, self.writer = reader, writer
-        self.connected_at = time.monotonic()
+        self.connected_at = connected_at
         self.answer = b""
         self.closed_by_server_at: float | None = None
 
@@ -99,8 +99,11 @@ class Drip:
 
 
 async def open_drip(port: int) -> Drip:
+    # Stamped before connecting: the server's deadline cannot start earlier, while this client's
+    # loop, busy opening the flood, may resume here well after the server accepted.
+    connecting_at = time.monotonic()
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    return Drip(reader, writer)
+    return Drip(reader, writer, connecting_at)
 
 
 async def open_drips(port: int, count: int, at_once: int = 100) -> list[Drip]:
