@@ -17,9 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -27,6 +25,7 @@ from pathlib import Path
 
 import httpx
 
+from benchmarks.servers import running_server
 from benchmarks.workloads import single_texts
 from slipstream.defaults import DEFAULT_ARTIFACT_DIR
 
@@ -34,29 +33,9 @@ from slipstream.defaults import DEFAULT_ARTIFACT_DIR
 @contextlib.contextmanager
 def served_from(tree: Path, artifact: Path, port: int, log: Path) -> Iterator[str]:
     """`slipstream serve` run from the source tree `tree` (PYTHONPATH), until the block ends."""
-    env = dict(os.environ, PYTHONPATH=str(tree))
     command = [sys.executable, "-m", "slipstream.cli", "serve", str(artifact), "--port", str(port)]
-    with log.open("w") as out:
-        process = subprocess.Popen(command, cwd=tree, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_ready(url, process)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(60)
-
-
-def wait_ready(url: str, process: subprocess.Popen[bytes], timeout_s: float = 900) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the server for {url} exited with {process.returncode}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                return
-        time.sleep(1)
-    raise TimeoutError(f"{url} was not ready within {timeout_s:.0f} s")
+    with running_server(command, port, log, ready_timeout_s=900, env={"PYTHONPATH": str(tree)}):
+        yield f"http://127.0.0.1:{port}"
 
 
 async def closed_loop(url: str, texts: Sequence[str], clients: int, seconds: float) -> float:
@@ -88,7 +67,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pairs", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=15, help="length of one slice of load")
     parser.add_argument("--clients", type=int, default=32)
-    # Apart by more than one: a server's management API listens on its port + 1.
     parser.add_argument("--ports", type=int, nargs=2, default=[3101, 3111], metavar=("A", "B"))
     parser.add_argument("--logs", type=Path, default=Path("benchmarks/results/logs/ab_served"))
     args = parser.parse_args(argv)
