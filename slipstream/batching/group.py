@@ -139,8 +139,9 @@ class ModelGroup:
             batch_timeout_s=settings.batch_timeout_s,
         )
         # Windows are at most as long as the inputs this reader takes (max_sequence_length included).
+        window = settings.chunk_window or manifest.chunk_window or self.max_length
         self.chunking = Chunking(
-            window=min(settings.chunk_window or self.max_length, self.max_length),
+            window=min(window, self.max_length),
             stride=settings.chunk_stride,
             max_windows=settings.max_chunks_per_input,
         )

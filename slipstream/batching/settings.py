@@ -15,7 +15,7 @@ from slipstream.batching.chunking import LongText
 from slipstream.defaults import DEFAULT_ARTIFACT_DIR
 from slipstream.engines.base import DeviceChoice
 from slipstream.engines.settings import EngineSettings
-from slipstream.manifest import VariantName
+from slipstream.manifest import MIN_CHUNK_WINDOW, VariantName
 from slipstream.settings import PositiveFloat, PositiveInt, setting
 
 PadTo = Literal["auto", "bucket", "longest"]
@@ -88,10 +88,11 @@ class GroupSettings(EngineSettings, frozen=True):
         ),
     ] = None
     chunk_window: Annotated[
-        Annotated[int, msgspec.Meta(ge=8)] | None,
+        Annotated[int, msgspec.Meta(ge=MIN_CHUNK_WINDOW)] | None,
         setting(
-            "Chunking: tokens per window, special tokens included; unset = the model's maximum length (also "
-            "the cap). Models trained on short passages rank better with short windows."
+            "Chunking: tokens per window, special tokens included; unset = the artifact's recommended window "
+            "(`slipstream export --chunk-window`), else the model's maximum length (also the cap). Models trained "
+            "on short passages rank better with short windows."
         ),
     ] = None
     chunk_stride: Annotated[

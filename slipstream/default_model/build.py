@@ -45,6 +45,9 @@ Progress = Callable[[str], None]
 
 # The recipe `slipstream build-default` builds; see DistillRecipe for its settings.
 DEFAULT_RECIPE = DistillRecipe()
+# Recorded in the artifact as the window `long_text: chunk` uses: distilled on short passages, the
+# model ranks long documents well only by short windows (docs/default-model.md#long-documents).
+DEFAULT_CHUNK_WINDOW = 96
 
 
 def _stderr(message: str) -> None:
@@ -148,6 +151,8 @@ def _artifact_matches(artifact_dir: Path, origin: ArtifactOrigin) -> bool:
         return False
     if any(variant.execution is None for variant in manifest.variants.values()):
         return False  # exported before batch invariance and fidelity were measured and recorded
+    if manifest.chunk_window != DEFAULT_CHUNK_WINDOW:
+        return False  # exported before it recorded its chunking window, or with another
     return recorded.recipe_key == origin.recipe_key and recorded.weights_sha256 == origin.weights_sha256
 
 
@@ -175,7 +180,15 @@ def ensure_default_artifact(
         return False
     log(f"default artifact: exporting {model_dir} to {artifact_dir}")
     # A variant that misses the fidelity bars is kept as opt-in, its loss in the manifest and /info.
-    export_model(str(model_dir), artifact_dir, variants=variants, force=True, keep_unfaithful=True, progress=log)
+    export_model(
+        str(model_dir),
+        artifact_dir,
+        variants=variants,
+        chunk_window=DEFAULT_CHUNK_WINDOW,
+        force=True,
+        keep_unfaithful=True,
+        progress=log,
+    )
     write_json(artifact_dir / BUILT_FROM_FILE, origin)
     return True
 

@@ -28,6 +28,7 @@ from slipstream.export.fidelity import FidelitySettings
 from slipstream.export.graph_optimization import OptimizationOptions
 from slipstream.manifest import (
     FORMAT_VERSION,
+    MIN_CHUNK_WINDOW,
     TOKENIZER_FILE,
     Activation,
     Execution,
@@ -159,6 +160,7 @@ def export_artifact(
     num_labels: int | None = None,
     opset: int | None = None,
     max_length: int | None = None,
+    chunk_window: int | None = None,
     optimization: OptimizationOptions | None = None,
     fidelity: FidelitySettings | None = None,
     keep_unfaithful: bool = False,
@@ -200,6 +202,8 @@ def export_artifact(
     if max_length is not None and not 2 <= max_length <= model_limit:
         raise ExportError(f"--max-length must be between 2 and {model_limit} for this model")
     max_length = max_length or model_limit
+    if chunk_window is not None and not MIN_CHUNK_WINDOW <= chunk_window <= max_length:
+        raise ExportError(f"--chunk-window must be between {MIN_CHUNK_WINDOW} and {max_length} for this model")
 
     with staging_directory(output_dir) as staging, tempfile.TemporaryDirectory(prefix="slipstream-export-") as scratch:
         progress("writing tokenizer.json")
@@ -311,6 +315,7 @@ def export_artifact(
             variants=written,
             versions=library_versions(),
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            chunk_window=chunk_window,
         )
         write_manifest(staging, manifest)
         publish(staging, output_dir, force=force)
@@ -428,6 +433,7 @@ def export_model(
     num_labels: int | None = None,
     opset: int | None = None,
     max_length: int | None = None,
+    chunk_window: int | None = None,
     optimization: OptimizationOptions | None = None,
     fidelity: FidelitySettings | None = None,
     keep_unfaithful: bool = False,
@@ -441,8 +447,9 @@ def export_model(
     `keep_unfaithful`; then tokenizer.json and manifest.json, atomically. Raises ExportError
     (one-line message) on bad input, if fp32 fails validation, or if
     `output_dir` exists and `force` is False. `max_length` caps the manifest's
-    max_sequence_length below what the model accepts (e.g. 512 for ModernBERT). Variants that fail validation are
-    left out of the artifact; `export_artifact` reports them.
+    max_sequence_length below what the model accepts (e.g. 512 for ModernBERT). `chunk_window` records the window
+    this model ranks long inputs best with, which servers use unless told otherwise. Variants that fail validation
+    are left out of the artifact; `export_artifact` reports them.
     """
     return export_artifact(
         model,
@@ -452,6 +459,7 @@ def export_model(
         num_labels=num_labels,
         opset=opset,
         max_length=max_length,
+        chunk_window=chunk_window,
         optimization=optimization,
         fidelity=fidelity,
         keep_unfaithful=keep_unfaithful,

@@ -87,6 +87,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="cap the longest input the artifact declares (default: what the model accepts)",
     )
     parser.add_argument(
+        "--chunk-window",
+        type=_positive,
+        default=None,
+        metavar="TOKENS",
+        help="record the window this model ranks long inputs best with: what `long_text: chunk` uses unless "
+        "the server's --chunk-window says otherwise (default: the whole max length)",
+    )
+    parser.add_argument(
         "--keep-unfaithful",
         action="store_true",
         help="also write a reduced-precision variant that misses the fidelity bars against fp32, as an "
@@ -140,6 +148,7 @@ def run_export(args: argparse.Namespace) -> int:
             num_labels=args.num_labels,
             opset=args.opset,
             max_length=args.max_length,
+            chunk_window=args.chunk_window,
             fidelity=None if args.fidelity_queries is None else FidelitySettings(queries=args.fidelity_queries),
             keep_unfaithful=args.keep_unfaithful,
             progress=progress,

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import pytest
 from tokenizers import Tokenizer
@@ -63,12 +64,16 @@ class CountingMetrics:
 
 
 @contextmanager
-def group_for(artifact: Path, engine: RecordingEngine, metrics=None, **settings) -> Iterator[ModelGroup]:
+def group_for(
+    artifact: Path, engine: RecordingEngine, metrics=None, recorded_window: int | None = None, **settings
+) -> Iterator[ModelGroup]:
+    """A group on `artifact`, its manifest recording `recorded_window` as `slipstream export --chunk-window` would."""
+    manifest = msgspec.structs.replace(load_manifest(artifact), chunk_window=recorded_window)
     with ThreadPoolExecutor(1) as executor:
         yield ModelGroup(
             "g",
             GroupSettings(artifact=str(artifact), **settings),
-            load_manifest(artifact),
+            manifest,
             engine,
             tokenizer_executor=executor,
             metrics=metrics,
@@ -268,6 +273,16 @@ def test_a_shorter_chunk_window_cuts_shorter_windows_and_the_models_maximum_caps
     assert scored.chunks.windows.tolist() == [len(windows_by_slicing(plain, text, 16))] == [6]
     with group_for(classifier, RecordingEngine(EDGES), chunk_window=4096) as group:
         assert group.chunking.window == WINDOW
+
+
+def test_the_window_an_artifact_records_is_the_default_and_the_groups_own_setting_overrides_it(classifier, plain):
+    text = " ".join(["word"] * 60)
+    with group_for(classifier, RecordingEngine(EDGES), recorded_window=16) as group:
+        assert group.chunking.window == 16
+        scored = run(group, lambda: group.score([text], long_text="chunk"))
+    assert scored.chunks.windows.tolist() == [len(windows_by_slicing(plain, text, 16))]
+    with group_for(classifier, RecordingEngine(EDGES), recorded_window=16, chunk_window=32) as group:
+        assert group.chunking.window == 32
 
 
 def test_a_lower_max_sequence_length_caps_the_windows_too(classifier):

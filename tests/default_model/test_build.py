@@ -6,6 +6,7 @@ import msgspec
 
 from slipstream.default_model.build import (
     BUILT_FROM_FILE,
+    DEFAULT_CHUNK_WINDOW,
     WEIGHTS_FILE,
     build_default,
     ensure_default_model,
@@ -69,6 +70,7 @@ def test_build_default_exports_once_and_then_finds_the_artifact_up_to_date(tmp_p
     manifest = load_manifest(artifact)
     assert manifest.num_labels == 1 and manifest.labels == ["relevance"]
     assert manifest.problem_type == "regression" and manifest.activation == "none"
+    assert manifest.chunk_window == DEFAULT_CHUNK_WINDOW  # what `long_text: chunk` uses when served
     assert (artifact / BUILT_FROM_FILE).is_file()
 
     messages: list[str] = []

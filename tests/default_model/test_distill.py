@@ -5,9 +5,15 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from slipstream.default_model.build import WEIGHTS_FILE, ensure_default_model, read_record, recipe_key
+from slipstream.default_model.build import (
+    DEFAULT_RECIPE,
+    WEIGHTS_FILE,
+    ensure_default_model,
+    read_record,
+    recipe_key,
+)
 from slipstream.default_model.recipe import CLASSIC_DOCUMENTS, CLASSIC_QUERY
-from tests.default_model import SHORT_DEFAULT_RECIPE, quiet
+from tests.default_model import quiet
 
 
 def test_distilled_model_is_a_one_output_regression_reranker_with_its_tokenizer(tiny_default_model):
@@ -85,11 +91,15 @@ def test_length_sorted_scoring_returns_each_pairs_score_in_the_given_order(tiny_
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1200)  # builds the session's distilled reranker when it runs first (minutes on two cores)
-def test_short_real_distillation_ranks_the_puppy_first_and_agrees_with_the_teacher(short_default_reranker):
-    """A shortened real recipe on all-MiniLM-L6-v2 (`SHORT_DEFAULT_RECIPE`): the full one is `make default-artifact`."""
-    record = read_record(short_default_reranker)
-    assert record is not None and record.recipe_key == recipe_key(SHORT_DEFAULT_RECIPE)
+@pytest.mark.timeout(1200)  # builds the default reranker when it runs first and none is built (minutes)
+def test_the_default_reranker_ranks_the_puppy_first_and_agrees_with_its_teacher(default_reranker_build):
+    """The full recipe on all-MiniLM-L6-v2, as `make serve` builds it (docs/default-model.md's table)."""
+    record = default_reranker_build.record
+    assert record.recipe_key == recipe_key(DEFAULT_RECIPE)
     report = record.report
     assert report.classic_example.passed, report.classic_example
-    assert report.spearman_pooled > 0.6, report
+    # Held-out agreement with the teacher: 0.796 / 0.809 / 0.913 on the 2026-12-03 builds; another seed
+    # (other held-out queries) scored 0.759 / 0.785.
+    assert report.spearman_per_query_mean > 0.75, report
+    assert report.spearman_pooled > 0.75, report
+    assert report.top1_agreement > 0.85, report

@@ -80,6 +80,12 @@ def test_problem_type_implies_the_activation(
 def test_max_length_caps_the_declared_sequence_length(tmp_path: Path, tiny_model_factory) -> None:
     manifest = export_model(str(tiny_model_factory("roberta")), tmp_path / "a", variants=["fp32"], max_length=128)
     assert manifest.max_sequence_length == 128
+    assert manifest.chunk_window is None  # chunking uses the whole window unless the export says otherwise
+
+
+def test_chunk_window_records_the_window_servers_chunk_long_inputs_by(tmp_path: Path, tiny_model_factory) -> None:
+    manifest = export_model(str(tiny_model_factory("bert")), tmp_path / "a", variants=["fp32"], chunk_window=96)
+    assert manifest.chunk_window == 96 == load_manifest(tmp_path / "a").chunk_window
 
 
 def _assert_pairs_encode_like(slow, tokenizer_file: Path) -> None:

@@ -125,6 +125,12 @@ def test_max_length_beyond_what_the_model_accepts(capsys, tmp_path, tiny_model_f
     assert_one_line_error(code, err, "--max-length", "512")
 
 
+@pytest.mark.parametrize("window", ["4", "1024"])
+def test_a_chunk_window_outside_the_models_length(capsys, tmp_path, tiny_model_factory, window) -> None:
+    code, err = run_export(capsys, str(tiny_model_factory("bert")), str(tmp_path / "out"), "--chunk-window", window)
+    assert_one_line_error(code, err, "--chunk-window", "between 8 and 512")
+
+
 def test_unexpected_failure_is_one_line_too(capsys, tmp_path, tiny_model_factory, monkeypatch) -> None:
     def broken_export(*args, **kwargs):
         raise RuntimeError("exporter exploded\nwith a second line")
