@@ -18,8 +18,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[cpu,export,test,bench,lint,ray]'
 	touch $(STAMP)
 
+# Two workers (how tests/conftest.py shares them out): most tests wait on servers and clients, so the
+# default reranker's build overlaps them.
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2
 
 # The same checks pre-commit runs (.pre-commit-config.yaml), configured in pyproject.toml.
 lint: $(STAMP)

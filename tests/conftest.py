@@ -61,6 +61,28 @@ TinyModelFactory = Callable[..., Path]
 TinyArtifactFactory = Callable[..., Path]
 
 
+# The one file of tests that use the real default reranker (its build takes minutes).
+DEFAULT_RERANKER_TESTS = "tests/default_model/test_real_model.py"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The default reranker's tests first, so that under `make test` its build overlaps the rest of the suite."""
+    items.sort(key=lambda item: not item.nodeid.startswith(DEFAULT_RERANKER_TESTS))
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """`make test` runs two workers (pytest -n 2): each file's tests on one worker, so that they share its
+    module fixtures (servers, exports), and all of tests/ray_serve/ on one, so that they share one cluster."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedFixtureScheduling(LoadScopeScheduling):  # type: ignore[misc]  # xdist is untyped
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "tests/ray_serve/" if path.startswith("tests/ray_serve/") else path
+
+    return SharedFixtureScheduling(config, log)
+
+
 # What the tiny exports measure fidelity and batch invariance on (see the docstring).
 TINY_FIDELITY = FidelitySettings(queries=10)
 

@@ -9,17 +9,25 @@ drawn from passages: either one sentence of a passage (the passage minus that
 sentence is then its positive) or a short key phrase cut from it.
 
 Everything here is plain Python and deterministic for a given interpreter
-version and seed; the cache key of the default model includes both. It lives
+version and seed; the cache key of the default model includes both. The
+documentation is read in a fresh interpreter, because libraries patch the
+standard library when imported (transformers adds methods to
+`logging.Logger`, others replace `inspect` functions), and the text must not
+depend on what the calling process imported. It lives
 in the export stage because export may not import the default-model build,
 while the build may import export.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
+import json
 import random
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import msgspec
@@ -243,8 +251,17 @@ def _clip_to_words(text: str, max_words: int) -> str:
     return clipped
 
 
-def _stdlib_documents() -> Iterator[tuple[str, str]]:
-    """(document name, raw text) for every topic and docstring, in a fixed order."""
+@functools.cache
+def _stdlib_documents() -> tuple[tuple[str, str], ...]:
+    """(document name, raw text) for every topic and docstring, in a fixed order, as a fresh interpreter sees them."""
+    reader = subprocess.run(
+        [sys.executable, "-m", "slipstream.export.corpus"], capture_output=True, check=True, timeout=300
+    )
+    return tuple((name, text) for name, text in json.loads(reader.stdout))
+
+
+def _read_stdlib_documents() -> Iterator[tuple[str, str]]:
+    """What `_stdlib_documents` reads, from this interpreter's own modules."""
     from pydoc_data.topics import topics
 
     for name in sorted(topics):
@@ -319,3 +336,7 @@ def draw_query(passage: Passage, index: int, rng: random.Random, settings: Corpu
     # A sentence query matches the rest of its passage, so the pair is not a copy.
     positive = rest if len(rest.split(" ")) >= settings.min_passage_words else passage.text
     return Query(text=sentence.rstrip("."), positive=positive, document=passage.document, passage_index=index)
+
+
+if __name__ == "__main__":  # `_stdlib_documents`' fresh interpreter
+    json.dump(list(_read_stdlib_documents()), sys.stdout)

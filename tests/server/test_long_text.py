@@ -8,7 +8,6 @@ window, then the mean (classifiers) or max (one-label rerankers).
 from __future__ import annotations
 
 import math
-import random
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -264,99 +263,3 @@ def test_every_scoring_route_documents_long_text_and_return_chunks(client):
                 modes = [sorted(choice.get("enum", [])) for choice in properties["long_text"]["anyOf"]]
                 assert ["chunk", "reject", "truncate"] in modes, path
     assert scoring == with_long_text == SCORING_ROUTES
-
-
-# --- the real default reranker ---------------------------------------------------------------
-
-
-MODEL_WINDOW = 512  # the default reranker's
-
-
-def long_passage_cases(count: int, tokenizer, seed: int = 17) -> list[tuple[str, str, str, list[str]]]:
-    """(query, relevant paragraph, long relevant passage, long irrelevant passages), in the model's domain.
-
-    The query is the first words of a paragraph of the Python documentation
-    (the default reranker's training text); the long relevant passage is 15
-    paragraphs of other documents (more if those fit the window with the query),
-    then that paragraph, then one more: about 700 tokens, the paragraph starting
-    past the 512-token window, so truncation never shows it. The irrelevant
-    passages are as many paragraphs of other documents.
-    """
-    from slipstream.export.corpus import CorpusSettings, build_passages
-
-    passages = build_passages(CorpusSettings(max_passage_words=60))
-    rng = random.Random(seed)
-
-    def others(document: str, n: int) -> list[str]:
-        picked: list[str] = []
-        while len(picked) < n:
-            passage = rng.choice(passages)
-            if passage.document != document:
-                picked.append(passage.text)
-        return picked
-
-    cases = []
-    for _ in range(count):
-        relevant = rng.choice([p for p in passages if len(p.text.split()) > 25])
-        query = " ".join(relevant.text.split()[:8])
-        before = others(relevant.document, 15)
-        while len(tokenizer.encode(query, " ".join(before)).ids) <= MODEL_WINDOW:
-            before += others(relevant.document, 1)
-        long_relevant = " ".join([*before, relevant.text, *others(relevant.document, 1)])
-        irrelevant = [" ".join(others(relevant.document, len(before) + 1)) for _ in range(5)]
-        cases.append((query, relevant.text, long_relevant, irrelevant))
-    return cases
-
-
-@pytest.fixture(scope="module")
-def default_reranker(default_reranker_artifact: Path, tmp_path_factory) -> Iterator[ServerProcess]:
-    """Served as `make serve` serves it: the variant the engine picks (int8 on a CPU), the artifact's window."""
-    port = free_port()
-    command = [sys.executable, "-m", "slipstream.cli", "serve", str(default_reranker_artifact)]
-    command += ["--port", str(port), "--host", "127.0.0.1", "--log-level", "warning"]
-    with run_server(command, port, tmp_path_factory.mktemp("logs") / "default-reranker.log") as process:
-        yield process
-
-
-def rank_of_first(server: ServerProcess, query: str, texts: list[str], long_text: str) -> int:
-    body = httpx.post(
-        f"{server.url}/rerank", json={"query": query, "texts": texts, "long_text": long_text}, timeout=120
-    ).json()
-    return [rank["index"] for rank in body].index(0)
-
-
-CASES = 12
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(1200)  # the first test to use the default reranker builds it if none is (minutes)
-def test_the_default_reranker_chunks_by_the_short_window_its_artifact_records(default_reranker):
-    batching = httpx.get(f"{default_reranker.url}/info", timeout=10).json()["groups"]["primary"]["batching"]
-    # Distilled on short passages, it ranks long documents well only by short windows (docs/default-model.md).
-    assert (batching["chunk_window"], batching["chunk_aggregate"]) == (96, "max")
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(1200)  # the first test to use the default reranker builds it if none is (minutes)
-def test_on_the_default_reranker_a_relevant_paragraph_near_the_end_ranks_its_passage_first_only_chunked(
-    default_reranker, default_reranker_artifact
-):
-    tokenizer = plain_tokenizer(default_reranker_artifact / "tokenizer.json")
-    cases = long_passage_cases(CASES, tokenizer)
-    for query, relevant, long, _ in cases:  # truncation cannot see the relevant paragraph
-        assert len(tokenizer.encode(query, long[: long.index(relevant)]).ids) > MODEL_WINDOW
-    truncated = [rank_of_first(default_reranker, q, [long, *others], "truncate") for q, _, long, others in cases]
-    chunked = [rank_of_first(default_reranker, q, [long, *others], "chunk") for q, _, long, others in cases]
-    assert all(c <= t for c, t in zip(chunked, truncated, strict=True)), (chunked, truncated)
-    # Truncated, the passage is first only by chance (one of six passages: 2 cases of 12 expected).
-    assert chunked.count(0) >= CASES - 1 and truncated.count(0) <= CASES // 3, (chunked, truncated)
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(1200)  # the first test to use the default reranker builds it if none is (minutes)
-def test_on_the_default_reranker_a_short_relevant_passage_still_beats_long_irrelevant_ones(
-    default_reranker, default_reranker_artifact
-):
-    tokenizer = plain_tokenizer(default_reranker_artifact / "tokenizer.json")
-    for query, relevant, _, irrelevant in long_passage_cases(CASES, tokenizer):
-        assert rank_of_first(default_reranker, query, [relevant, *irrelevant], "chunk") == 0
