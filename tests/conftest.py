@@ -42,6 +42,11 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Under `make test`'s two workers, torch's OpenMP threads that spin while they wait for each other are
+# starved by the other worker: the default reranker's training ran 4.3x slower beside one busy core,
+# 2.2x with passive waiting (docs/design-notes.md#make-test-on-two-workers). Set before torch loads;
+# the weights are bitwise the same.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
