@@ -150,8 +150,8 @@ def test_overload_gives_429s_with_retry_after_and_correct_answers_to_the_rest(
             assert response.json()["error_type"] == "overloaded"
             assert int(response.headers["retry-after"]) >= 1
     # The replicas' batchers refuse past their token limit; Ray's router may refuse too, when more than
-    # max_queued_requests wait for a replica with room: both answer as above.
-    assert any(replica_of(r) for r in responses if r.status_code == 429)
+    # max_queued_requests wait for a replica with room: both answer as above. Which refuses first depends
+    # on timing (on a busy machine the router's queue can fill before any batcher's), so neither is required.
     calm = httpx.post(
         f"{ray_cluster.url}/classify", json={"text": "calm again", "consumer_group": "slow"}, headers=AUTH
     )
