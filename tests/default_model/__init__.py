@@ -2,9 +2,8 @@
 
 The mechanics run on a tiny BERT teacher (the export fixtures' random model)
 with a few steps, so they take seconds; the real recipe on all-MiniLM-L6-v2 is
-exercised by the slow tests (the session fixture `default_reranker_build`,
-the build `make serve` makes, which the real-weights export and long-input
-serving tests share).
+exercised by the slow tests of test_real_model.py, on the build `make serve`
+makes (the session fixture `default_reranker_build`).
 """
 
 
