@@ -32,6 +32,7 @@ from tokenizers import Tokenizer
 from benchmarks.servers import free_port, running_server
 from slipstream.defaults import DEFAULT_ARTIFACT_DIR
 from slipstream.export.corpus import CorpusSettings, build_passages
+from slipstream.manifest import load_manifest
 
 # (query, relevant paragraph, long relevant passage, long irrelevant passages)
 Case = tuple[str, str, str, list[str]]
@@ -124,11 +125,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-dir", type=Path, default=Path("benchmarks/results/long-ranking/logs"))
     args = parser.parse_args(argv)
 
-    manifest = msgspec.json.decode((args.artifact / "manifest.json").read_bytes())
+    manifest = load_manifest(args.artifact)
     tokenizer = Tokenizer.from_file(str(args.artifact / "tokenizer.json"))
     tokenizer.no_truncation()
     tokenizer.no_padding()
-    cases = long_passage_cases(args.cases, tokenizer, int(manifest["max_sequence_length"]))
+    cases = long_passage_cases(args.cases, tokenizer, manifest.max_sequence_length)
     windows = [int(w) for w in args.windows.split(",")]
     flags = [] if args.variant is None else ["--variant", args.variant]
     print(markdown(measure(args.artifact, cases, windows, flags, args.log_dir)))

@@ -22,7 +22,7 @@ import torch
 from tokenizers import Tokenizer
 from transformers import AutoModelForSequenceClassification
 
-from benchmarks.long_ranking import long_passage_cases, rank_of_first
+from benchmarks.long_ranking import Case, long_passage_cases, rank_of_first
 from slipstream.default_model.build import DEFAULT_CHUNK_WINDOW, DEFAULT_RECIPE, DefaultBuild, recipe_key
 from slipstream.export import canned_inputs
 from slipstream.manifest import load_manifest, verify_variant_file
@@ -109,6 +109,16 @@ def default_reranker(default_reranker_artifact: Path, tmp_path_factory) -> Itera
 CASES = 12
 
 
+@pytest.fixture(scope="module")
+def tokenizer(default_reranker_artifact: Path) -> Tokenizer:
+    return plain_tokenizer(default_reranker_artifact / "tokenizer.json")
+
+
+@pytest.fixture(scope="module")
+def cases(tokenizer: Tokenizer) -> list[Case]:
+    return long_passage_cases(CASES, tokenizer, MODEL_WINDOW)
+
+
 def test_served_it_chunks_by_the_short_window_its_artifact_records(default_reranker):
     batching = httpx.get(f"{default_reranker.url}/info", timeout=10).json()["groups"]["primary"]["batching"]
     # Distilled on short passages, it ranks long documents well only by short windows (docs/default-model.md).
@@ -116,10 +126,8 @@ def test_served_it_chunks_by_the_short_window_its_artifact_records(default_reran
 
 
 def test_a_relevant_paragraph_near_the_end_ranks_its_long_passage_first_only_chunked(
-    default_reranker, default_reranker_artifact
+    default_reranker, tokenizer, cases
 ):
-    tokenizer = plain_tokenizer(default_reranker_artifact / "tokenizer.json")
-    cases = long_passage_cases(CASES, tokenizer, MODEL_WINDOW)
     for query, relevant, long, _ in cases:  # truncation cannot see the relevant paragraph
         assert len(tokenizer.encode(query, long[: long.index(relevant)]).ids) > MODEL_WINDOW
     truncated = [rank_of_first(default_reranker.url, q, [long, *others], "truncate") for q, _, long, others in cases]
@@ -129,7 +137,6 @@ def test_a_relevant_paragraph_near_the_end_ranks_its_long_passage_first_only_chu
     assert chunked.count(0) >= CASES - 2 and truncated.count(0) <= CASES // 3, (chunked, truncated)
 
 
-def test_a_short_relevant_passage_still_beats_long_irrelevant_ones_chunked(default_reranker, default_reranker_artifact):
-    tokenizer = plain_tokenizer(default_reranker_artifact / "tokenizer.json")
-    for query, relevant, _, irrelevant in long_passage_cases(CASES, tokenizer, MODEL_WINDOW):
+def test_a_short_relevant_passage_still_beats_long_irrelevant_ones_chunked(default_reranker, cases):
+    for query, relevant, _, irrelevant in cases:
         assert rank_of_first(default_reranker.url, query, [relevant, *irrelevant], "chunk") == 0
